@@ -436,3 +436,33 @@ def test_mask_and_normalize():
     with pytest.raises(ValueError, match='one shape'):
         foreground_mask([v, v[:-1]])
     assert not foreground_mask({'a': np.zeros(SHAPE)}).any()
+
+
+def test_in_memory_images(tmp_path):
+    src = write(tmp_path / 't1.nii.gz', blob())
+    cv = load_case({'t1': nib.load(src), 'T2': nib.Nifti1Image(blob(1), LPS)}, modalities='brats')
+    assert cv.modalities == ('t1n', 't2w') and cv.subject == 'case'
+    np.testing.assert_array_equal(cv.data['t1n'], load_volume(src).get_fdata(dtype=np.float32))
+    with pytest.raises(ValueError, match='in-memory Nifti1Image') as e:
+        load_case({'t1': nib.load(src), 't2': nib.Nifti1Image(np.zeros(SHAPE, np.float32), LPS)}, )
+    assert 'all zero' in str(e.value) and 't2w' in str(e.value)
+    moved = LPS.copy(); moved[2, 3] += 3
+    with pytest.raises(ValueError, match='resample=True') as e:
+        load_case({'t1': src, 't2': nib.Nifti1Image(blob(1), moved)})
+    assert 't1.nii.gz' in str(e.value) and 't2w' in str(e.value)
+    with pytest.raises(ValueError, match='given twice'):
+        Case.from_paths({'t1': src, 't1w': src})
+    with pytest.raises(FileNotFoundError, match='gone.nii.gz'):
+        Case.from_paths({'t1': tmp_path / 'gone.nii.gz'})
+
+
+def test_nifti2_and_scaled_int_round_trip(tmp_path):
+    v = blob() * 10
+    nib.save(nib.Nifti2Image(v, LPS), tmp_path / 'n2.nii.gz')
+    i16 = nib.Nifti1Image(v, LPS); i16.header.set_data_dtype(np.int16); nib.save(i16, tmp_path / 'i16.nii')
+    for f in ('n2.nii.gz', 'i16.nii'):
+        cv = load_case({'t1': tmp_path / f})
+        out = save_like(cv.data['t1n'], cv.reference, tmp_path / 'out' / f, inputs=cv)
+        a, b = nib.load(tmp_path / f), nib.load(out)
+        assert type(b) is type(a) and np.array_equal(b.affine, a.affine) and b.get_data_dtype() == np.float32
+        np.testing.assert_array_equal(b.get_fdata(dtype=np.float32), a.get_fdata(dtype=np.float32))
