@@ -197,3 +197,15 @@ def test_prepare_cli_no_nifti(tmp_path):
 def test_open_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match='not a med_k2n slice cache'): D.SliceCache.open(tmp_path)
     with pytest.raises(FileNotFoundError, match='does not exist'): D.SliceCache.open(tmp_path / 'x')
+
+
+@pytest.mark.xfail(strict=True, reason="known cross-module issue: io.foreground_mask (threshold 2% of the 99.5th "
+                   "percentile) takes the phantom's Rician background noise for foreground, so the mask covers ~99% of "
+                   "every slice and the 5%-foreground slice filter keeps empty slices; remove this marker when io is fixed")
+def test_phantom_foreground_is_the_head_not_the_whole_slice(tmp_path):
+    from med_k2n.phantom import write_phantom_dataset
+    write_phantom_dataset(tmp_path / 'pha', subjects=1, size=32, seed=0, progress=False)
+    c = quiet_prepare(tmp_path / 'pha', size=32)
+    a = c.load(c.subjects[0])
+    assert a['fg'].mean() < 0.8                                   # the head does not fill the whole field of view
+    assert not a['mask'][:, 0, 0].any()                           # nor the image corners
