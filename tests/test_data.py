@@ -199,9 +199,6 @@ def test_open_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match='does not exist'): D.SliceCache.open(tmp_path / 'x')
 
 
-@pytest.mark.xfail(strict=True, reason="known cross-module issue: io.foreground_mask (threshold 2% of the 99.5th "
-                   "percentile) takes the phantom's Rician background noise for foreground, so the mask covers ~99% of "
-                   "every slice and the 5%-foreground slice filter keeps empty slices; remove this marker when io is fixed")
 def test_phantom_foreground_is_the_head_not_the_whole_slice(tmp_path):
     from med_k2n.phantom import write_phantom_dataset
     write_phantom_dataset(tmp_path / 'pha', subjects=1, size=32, seed=0, progress=False)
