@@ -96,4 +96,6 @@ def test_bispiral_state_dict_roundtrip():
     b.load_state_dict(a.state_dict())
     x = torch.randn(1, 16, 8, 8)
     with torch.no_grad(): assert torch.equal(a(x), b(x))
+    with torch.no_grad(): seq = a(x)          # sequential scan
+    assert torch.allclose(a(x), seq, atol=1e-5)  # parallel scan (autograd on)
     assert not any('order' in k for k in a.state_dict())
