@@ -25,7 +25,7 @@ def matmul_peak(n=2048, reps=5):
     return 2 * n**3 / best / 1e9
 
 def timeit(fn, reps):
-    fn()   # warm-up
+    "Best of `reps` wall times (the FLOP-counting runs before it are the warm-up)"
     ts = []
     for _ in range(reps):
         t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
@@ -53,6 +53,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument('--size', type=int, default=128); p.add_argument('--bs', type=int, default=8)
     p.add_argument('--reps', type=int, default=3); p.add_argument('--threads', type=int, default=0)
+    p.add_argument('--models', default='medk2n-cpu,medk2n-paper,unet-cpu,unet-paper', help='comma list of rows to run')
     a = p.parse_args()
     if a.threads: torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -65,11 +66,14 @@ def main():
           f"{a.size} px, batch {a.bs}, task t1n,t2w->t1c,t2f; float32 matmul peak {peak:.1f} GFLOP/s\n")
     print("| model | params (M) | fwd ms/slice | fwd GFLOP/slice | fwd GFLOP/s | fwd+bwd ms/slice | fwd+bwd GFLOP/slice | fwd+bwd GFLOP/s |")
     print("|---|---|---|---|---|---|---|---|")
-    models = [('MedK2N cpu (convnext_atto)', lambda: MedK2N.from_preset('cpu', ms, size=a.size)),
-              ('MedK2N paper (sam2_hiera_tiny)', lambda: MedK2N.from_preset('paper', ms, size=a.size)),
-              ('UNetBaseline cpu', lambda: UNetBaseline.from_preset('cpu', ms, size=a.size)),
-              ('UNetBaseline paper', lambda: UNetBaseline.from_preset('paper', ms, size=a.size))]
-    for name, make in models: print(bench(name, make(), x, i, t, a.reps), flush=True)
+    models = {'medk2n-cpu': ('MedK2N cpu (convnext_atto)', lambda: MedK2N.from_preset('cpu', ms, size=a.size)),
+              'medk2n-paper': ('MedK2N paper (sam2_hiera_tiny)', lambda: MedK2N.from_preset('paper', ms, size=a.size)),
+              'unet-cpu': ('UNetBaseline cpu', lambda: UNetBaseline.from_preset('cpu', ms, size=a.size)),
+              'unet-paper': ('UNetBaseline paper', lambda: UNetBaseline.from_preset('paper', ms, size=a.size))}
+    for key in a.models.split(','):
+        if key not in models: raise SystemExit(f"unknown model {key!r}: use some of {', '.join(models)}")
+        name, make = models[key]
+        print(bench(name, make(), x, i, t, a.reps), flush=True)
     print(f"\n(per slice = per input sample of the batch, which holds 2 target images; matmul peak {peak:.1f} GFLOP/s)")
 
 if __name__ == '__main__': main()
