@@ -8,7 +8,7 @@ Docs: https://med-k2n.github.io/med_k2n/cli.html.md"""
 
 # %% ../nbs/90_cli.ipynb #20ff509b
 from __future__ import annotations
-import sys, importlib, inspect
+import sys, importlib, inspect, warnings
 from fastcore.script import anno_parser, CliError
 
 # %% auto #0
@@ -20,6 +20,7 @@ COMMANDS = {
     'prepare': 'med_k2n.data:prepare_cmd',
     'pretrain-vlm': 'med_k2n.vlm:pretrain_vlm_cmd',
     'train': 'med_k2n.learner:train_cmd',
+    'synth': 'med_k2n.inference:synth_cmd',
     'demo': 'med_k2n.demo:demo_cmd',
 }
 
@@ -58,6 +59,7 @@ def run_command(name:str, argv:list) -> int:
 
 def main(argv:list|None=None) -> int:
     "The `med-k2n` console entry point"
+    warnings.filterwarnings('ignore', message='.*torch.jit.script.*')  # torch's deprecation notice, not the user's business
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ('-h', '--help', 'help'):
         print(_usage()); return 0 if argv else 2
