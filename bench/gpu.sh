@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Quality benchmark at paper scale on one GPU: the same protocol as bench/quality.py (fixed phantom,
+# 16 train / 1 valid / 4 test subjects, Med-K2N vs U-Net vs B0 with equal steps, 14-pattern table,
+# Wilcoxon, robustness), at 256 px with the `paper` preset (SAM2 Hiera tiny, mamba_ssm when installed).
+# The epochs are chosen by quality.py from the slices/s it measures on the GPU so that the three
+# trainings fit MINUTES (default 10, sized for one H100); evaluation and the phantom come on top.
+#
+#   bench/gpu.sh [extra quality.py options, e.g. --ablation]
+#   OUT=/data/q MINUTES=10 SIZE=256 BS=16 PRESET=paper SUBJECTS_TRAIN=16 SUBJECTS_TEST=4 bench/gpu.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export HF_HUB_OFFLINE=1
+python - <<'PY'
+import torch, sys
+if not torch.cuda.is_available(): sys.exit("bench/gpu.sh needs a CUDA GPU (torch.cuda.is_available() is False); use bench/quality.py on CPU")
+print("GPU:", torch.cuda.get_device_name(), "| bf16:", torch.cuda.is_bf16_supported())
+try:
+    import mamba_ssm; print("mamba_ssm", mamba_ssm.__version__, "(CUDA selective scan)")
+except ImportError: print("mamba_ssm not installed: the spiral mixer uses mambapy (slower)")
+PY
+python bench/quality.py \
+  --out "${OUT:-/tmp/med_k2n_quality_gpu}" \
+  --preset "${PRESET:-paper}" --size "${SIZE:-256}" \
+  --minutes "${MINUTES:-10}" --bs "${BS:-16}" --eval-bs "${EVAL_BS:-64}" --lr "${LR:-1e-3}" \
+  --train-subjects "${SUBJECTS_TRAIN:-16}" --valid-subjects "${SUBJECTS_VALID:-1}" --test-subjects "${SUBJECTS_TEST:-4}" \
+  --seed "${SEED:-0}" --vlm-minutes "${VLM_MINUTES:-2}" --no-progress "$@"

@@ -1,0 +1,199 @@
+"""Quality benchmark (not a test): Med-K2N against the zero-filled U-Net baseline and the B0 average-fusion
+ablation, trained on the same phantom data with the same number of optimisation steps and the same loss,
+scored on every K→N pattern of the paper's Table 1 protocol, with paired Wilcoxon tests and the
+corrupted-input robustness test; `--ablation` adds the B0→B5 ladder of Table 3 on t1n,t1c,t2w→t2f.
+
+    python bench/quality.py [--ablation] [--minutes 30] [--out /tmp/med_k2n_quality]
+
+Defaults: a fixed phantom (seed 0) of 16 training, 1 validation and 4 test subjects at 128 px, the cpu
+preset, batch 8. The training budget `--minutes` is for the three main models together: the slices/s of
+each model are measured on a few training steps first, and the number of epochs (the same for all three,
+hence the same number of optimisation steps) is the largest that fits. `--epochs N` overrides it.
+Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
+
+Everything goes to `--out`: the phantom, the slice cache, the checkpoints, results.csv and report.md.
+"""
+import argparse, json, math, os, sys, time
+os.environ.setdefault('HF_HUB_OFFLINE', '1')
+from pathlib import Path
+import torch
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--out', default='/tmp/med_k2n_quality', help='working and output folder')
+    p.add_argument('--minutes', type=float, default=30., help='training budget for the three main models together')
+    p.add_argument('--epochs', type=int, default=None, help='epochs per model (overrides the budget)')
+    p.add_argument('--ablation', action='store_true', help='also train and score the B0→B5 ladder (Table 3)')
+    p.add_argument('--preset', default='cpu', help="MedK2N / U-Net preset: 'cpu' or 'paper'")
+    p.add_argument('--size', type=int, default=None, help="slice size (default: the preset's, 128 cpu / 256 paper)")
+    p.add_argument('--train-subjects', type=int, default=16)
+    p.add_argument('--valid-subjects', type=int, default=1)
+    p.add_argument('--test-subjects', type=int, default=4)
+    p.add_argument('--bs', type=int, default=8, help='training batch size')
+    p.add_argument('--eval-bs', type=int, default=16, help='evaluation batch size')
+    p.add_argument('--lr', type=float, default=1e-3)
+    p.add_argument('--seed', type=int, default=0, help='seed of the phantom, the splits and the training runs')
+    p.add_argument('--max-slices', type=int, default=None, help='score at most this many slices per test subject (reduced runs)')
+    p.add_argument('--corrupt', default='t2w', help='input modality corrupted in the robustness test')
+    p.add_argument('--kinds', default='noise,ghost', help='corruptions of the robustness test')
+    p.add_argument('--vlm-minutes', type=float, default=3., help='time cap of the VLM pretraining for B4/B5 (--ablation)')
+    p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
+    p.add_argument('--no-progress', action='store_true')
+    return p.parse_args(argv)
+
+def log(*a): print(*a, flush=True)
+
+def make_data(a, out:Path):
+    "The phantom and its slice cache, with splits forced to the requested subject counts"
+    from med_k2n.phantom import write_phantom_dataset
+    from med_k2n.data import prepare
+    n = a.train_subjects + a.valid_subjects + a.test_subjects
+    data = out/'data'
+    t0 = time.time()
+    write_phantom_dataset(data, subjects=n, size=a.size, seed=a.seed, progress=not a.no_progress)
+    log(f"phantom: {n} subjects at {a.size} px in {time.time()-t0:.0f} s -> {data}")
+    cache = prepare(data, cache=out/'cache', size=a.size, valid_pct=a.valid_subjects/n, test_pct=a.test_subjects/n,
+                    seed=a.seed, progress=not a.no_progress)
+    got = {k: len(v) for k, v in cache.splits.items()}
+    want = dict(train=a.train_subjects, valid=a.valid_subjects, test=a.test_subjects)
+    if got != want:
+        sys.exit(f"the splits of {out/'cache'/'splits.json'} are {got}, not {want}: they are kept once drawn, use a fresh --out")
+    log(f"slice cache {cache.root}: " + ', '.join(f"{k} {v} subjects / {cache.n_slices(k, 0.05)} training slices" for k, v in got.items()))
+    return cache
+
+MAIN = {  # name: (arch, ablation)
+    'Med-K2N': ('medk2n', None),
+    'U-Net': ('unet', None),
+    'B0 (average fusion)': ('medk2n', 'B0'),
+}
+
+def model_kwargs(a, arch):
+    "The U-Net sized like the preset (the learner's build_model would otherwise use its default width)"
+    from med_k2n.baseline import BASELINE_PRESETS
+    return dict(base=BASELINE_PRESETS[a.preset]['base']) if arch == 'unet' else {}
+
+def probe_speed(a, cache, arch, ablation, steps=2):
+    "Training slices/s of a fresh model: forward + backward + AdamW step on `steps` batches of real slices after one warm-up"
+    from med_k2n.learner import build_model, ABLATIONS
+    from med_k2n.data import SliceDataset
+    from med_k2n.core import sample_task
+    import random
+    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+    fusion = ABLATIONS[ablation][0] if ablation else None
+    m = build_model(arch, a.preset, cache.modalities, cache.size, fusion=fusion, **model_kwargs(a, arch)).to(dev).train()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+    ds = SliceDataset(cache, 'train', 0.05)
+    rng = random.Random(0)
+    idx = [rng.randrange(len(ds)) for _ in range(a.bs)]
+    x = torch.stack([ds[i][0] for i in idx]).to(dev)
+    ins, tgs = zip(*[sample_task(cache.modalities, rng).masks(cache.modalities) for _ in idx])
+    i, t = torch.tensor(ins, device=dev), torch.tensor(tgs, device=dev)
+    ctx = torch.autocast('cuda', dtype=torch.bfloat16) if dev == 'cuda' else torch.autocast('cpu', enabled=False)
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with ctx: out = m(x, i, t)
+        (out.images.float() - x).abs()[t].mean().backward(); opt.step()
+    step()
+    if dev == 'cuda': torch.cuda.synchronize()
+    t0 = time.time()
+    for _ in range(steps): step()
+    if dev == 'cuda': torch.cuda.synchronize()
+    return steps * a.bs / (time.time() - t0)
+
+def train_one(a, cache, out:Path, name, arch, ablation, epochs, vlm=None):
+    from med_k2n.learner import train
+    folder = out/'models'/name.split(' ')[0]
+    t0 = time.time()
+    learn = train(cache.root, folder, preset=a.preset, size=a.size, epochs=epochs, bs=a.bs, arch=arch, ablation=ablation,
+                  seed=a.seed, lr=a.lr, vlm=vlm, progress=not a.no_progress, **model_kwargs(a, arch))
+    steps = len(learn.dls.train) * epochs
+    log(f"trained {name}: {epochs} epoch(s), {steps} steps of {a.bs}, {learn.train_seconds:.0f} s, "
+        f"{learn.slices_per_second:.2f} slices/s (incl. validation), wall {time.time()-t0:.0f} s")
+    return learn, dict(model=name, epochs=epochs, steps=steps, train_seconds=round(learn.train_seconds, 1),
+                       slices_per_second=round(learn.slices_per_second, 2), params=sum(p.numel() for p in learn.model.parameters()))
+
+def main(argv=None):
+    a = parse_args(argv)
+    if a.threads: torch.set_num_threads(a.threads)
+    from med_k2n.encoder import PRESETS
+    if a.size is None: a.size = PRESETS[a.preset]['size']
+    import matplotlib; matplotlib.use('Agg')
+    from med_k2n.evaluate import evaluate, table_markdown, robustness, robustness_markdown, write_results, figure_grid, display_name
+    out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
+    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+    log(f"device {dev} ({torch.cuda.get_device_name() if dev == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
+        f"preset {a.preset}, {a.size} px, bs {a.bs}, seed {a.seed}")
+    t_all = time.time()
+    cache = make_data(a, out)
+    n_train = cache.n_slices('train', 0.05)
+
+    # 1. throughput first, then the epochs that fit the budget (same for every model: same steps)
+    speeds = {n: probe_speed(a, cache, arch, abl) for n, (arch, abl) in MAIN.items()}
+    for n, s in speeds.items(): log(f"probe: {n}: {s:.2f} training slices/s")
+    per_epoch = sum(n_train / s for s in speeds.values())
+    if a.epochs is None:
+        a.epochs = max(1, int(a.minutes * 60 * 0.85 // per_epoch))
+        log(f"budget {a.minutes:g} min for the three models: one epoch of all three ≈ {per_epoch/60:.1f} min -> {a.epochs} epoch(s)")
+        if per_epoch > a.minutes * 60: log(f"WARNING: even one epoch (≈ {per_epoch/60:.1f} min) exceeds the budget")
+    # 2. train
+    learners, runs = {}, []
+    for n, (arch, abl) in MAIN.items():
+        learners[n], info = train_one(a, cache, out, n, arch, abl, a.epochs)
+        info['probe_slices_per_second'] = round(speeds[n], 2); runs.append(info)
+    # 3. evaluate every pattern
+    results = {}
+    for n, learn in learners.items():
+        t0 = time.time()
+        results[n] = evaluate(learn, split='test', bs=a.eval_bs, progress=not a.no_progress, name=n, max_slices=a.max_slices)
+        log(f"evaluated {n}: {len(results[n])} rows in {time.time()-t0:.0f} s")
+    write_results(results, out/'results.csv')
+    figure_grid(learners['Med-K2N'], out=out/'grid.png')
+    # 4. robustness
+    rob = {}
+    for kind in [k for k in a.kinds.split(',') if k]:
+        for n, learn in learners.items():
+            rob[f"{n}, {kind}"] = robustness(learn, corrupt_modality=a.corrupt, kind=kind, bs=a.eval_bs, seed=a.seed,
+                                             progress=not a.no_progress, name=n, max_slices=a.max_slices, clean=results[n])
+    # 5. report
+    train_tbl = ['| Model | params | epochs | steps | train s | slices/s (train) | slices/s (probe) |', '|---|---|---|---|---|---|---|']
+    train_tbl += [f"| {r['model']} | {r['params']/1e6:.2f} M | {r['epochs']} | {r['steps']} | {r['train_seconds']:.0f} | "
+                  f"{r['slices_per_second']:.2f} | {r['probe_slices_per_second']:.2f} |" for r in runs]
+    head = (f"Phantom seed {a.seed}: {a.train_subjects} train / {a.valid_subjects} valid / {a.test_subjects} test subjects, "
+            f"{a.size} px, preset {a.preset}, device {dev}; {n_train} training slices per epoch"
+            + (f"; at most {a.max_slices} slices per test subject scored" if a.max_slices else '') + '.')
+    parts = ['# Med-K2N quality benchmark', '', head, '', '## Training', '', *train_tbl, '',
+             '## Table 1 protocol', '', table_markdown(results, 'Med-K2N', title='Whole slice'), '',
+             table_markdown(results, 'Med-K2N', brain=True, title='Inside the brain mask'), '',
+             '## Robustness', '', robustness_markdown(rob)]
+    # 6. ablation ladder (Table 3)
+    if a.ablation:
+        from med_k2n.vlm import pretrain_vlm
+        t0 = time.time()
+        vdir = out/'vlm'
+        pretrain_vlm(cache, vdir, size=a.size, seed=a.seed, max_minutes=a.vlm_minutes, progress=not a.no_progress)
+        log(f"pretrained the VLM in {time.time()-t0:.0f} s")
+        task = 't1n,t1c,t2w->t2f'
+        ladder = {'B0': learners['B0 (average fusion)']}
+        for b in ('B1', 'B2', 'B3', 'B4', 'B5'):
+            ladder[b], info = train_one(a, cache, out, f"{b} (ablation)", 'medk2n', b, a.epochs, vlm=str(vdir) if b in ('B4', 'B5') else None)
+            runs.append(info)
+        names = {'B0': 'Baseline fusion (simple average)', 'B1': '+ Weight prediction (PreWeightNet)', 'B2': '+ Threshold filtering (ThresholdNet)',
+                 'B3': '+ Effective weight (EffiWeightNet)', 'B4': '+ CMIM interaction', 'B5': '+ Curriculum learning'}
+        rows, prev = ['| Stage | Configuration | PSNR (SSIM) | Gain | PSNR brain (SSIM) |', '|---|---|---|---|---|'], None
+        for b, learn in ladder.items():
+            r = evaluate(learn, patterns=[task], bs=a.eval_bs, progress=False, name=b, max_slices=a.max_slices)
+            p, s, pb, sb = r.psnr.mean(), r.ssim.mean(), r.psnr_brain.mean(), r.ssim_brain.mean()
+            rows.append(f"| {b} | {names[b]} | {p:.2f} ({s:.3f}) | {'–' if prev is None else f'{p-prev:+.2f}'} | {pb:.2f} ({sb:.3f}) |")
+            prev = p
+        parts += ['', f'## Ablation ladder (Table 3 layout), {task}', '', *rows, '',
+                  f"Each stage trained from scratch for {a.epochs} epoch(s) with the same data and seed; B4/B5 use the VLM "
+                  f"pretrained here for CMIM; B0–B4 without curriculum, B5 with it (`learner.ABLATIONS`)."]
+    parts += ['', f"Total wall time {(time.time()-t_all)/60:.1f} min."]
+    report = '\n'.join(parts) + '\n'
+    (out/'report.md').write_text(report)
+    (out/'runs.json').write_text(json.dumps(dict(args=vars(a), runs=runs, robustness={k: v['summary'] for k, v in rob.items()}), indent=1))
+    print(report)
+    log(f"wrote {out/'report.md'}, {out/'results.csv'}, {out/'grid.png'}, {out/'runs.json'}")
+
+if __name__ == '__main__':
+    main()
