@@ -16,17 +16,24 @@ from typing import Annotated, Sequence
 
 import numpy as np
 import nibabel as nib
-import torch
-from fastprogress.fastprogress import progress_bar
 
 from .core import canonical, modality_set
 from . import io as kio
-from .data import to_slices, from_slices, NORM_PERCENTILES
-from .learner import load_model
 
 # %% auto #0
 __all__ = ['INTENSITIES', 'model_preprocessing', 'subject_from_paths', 'resolve_case', 'resolve_targets', 'preprocess_inputs',
            'synthesize', 'output_paths', 'synthesize_to', 'show_synthesis', 'parse_inputs', 'synth_cmd']
+
+# %% ../nbs/30_inference.ipynb #3f5b0589
+def __getattr__(name):
+    if name == 'load_model':
+        from med_k2n.learner import load_model
+        return load_model
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+def _load_model(path, **kwargs):
+    from med_k2n.learner import load_model
+    return load_model(path, **kwargs)
 
 # %% ../nbs/30_inference.ipynb #0f1b1d25
 INTENSITIES = ('unit', 'reference')
@@ -40,6 +47,7 @@ def model_preprocessing(model) -> dict:
                          f"the checkpoint is inconsistent, retrain or re-save it")
     if pre.get('modalities') and tuple(pre['modalities']) != ms:
         raise ValueError(f"the model's modalities {', '.join(ms)} differ from its training data's {', '.join(pre['modalities'])}")
+    from med_k2n.data import NORM_PERCENTILES
     lo, hi = pre.get('percentiles') or NORM_PERCENTILES
     return dict(size=size, lo=float(lo), hi=float(hi), modalities=ms)
 
@@ -133,9 +141,10 @@ def resolve_targets(targets, # a modality, a comma list, a sequence, or 'missing
 def preprocess_inputs(vols:kio.CaseVolumes, # the loaded inputs (`io.load_case`)
                       modalities:Sequence[str], # the model's modality set (channel order)
                       size:int, # the model's slice size
-                      lo:float=NORM_PERCENTILES[0], hi:float=NORM_PERCENTILES[1], # normalisation percentiles
+                      lo:float=0.5, hi:float=99.5, # normalisation percentiles (`data.NORM_PERCENTILES`)
                      ) -> dict:
     "The model's input slices `x` [M,Z,S,S] (zeros on non-input channels), the foreground `mask` [X,Y,Z] and the `stats` per input"
+    from med_k2n.data import to_slices
     ms = tuple(modalities)
     mask = np.asarray(kio.foreground_mask(vols.data), dtype=bool)
     if not mask.any(): raise ValueError(f"subject {vols.subject}: the foreground mask of the inputs is empty (blank volumes?)")
@@ -149,14 +158,16 @@ def preprocess_inputs(vols:kio.CaseVolumes, # the loaded inputs (`io.load_case`)
     return dict(x=x, mask=mask, stats=stats)
 
 # %% ../nbs/30_inference.ipynb #fea52568
-def _device(device) -> torch.device:
+def _device(device):
+    import torch
     if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try: dev = torch.device(device)
     except RuntimeError as e: raise ValueError(f"unknown device {device!r}: use cpu, cuda or cuda:N") from None
     if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device {device!r} asked but CUDA is not available here: use --device cpu")
     return dev
 
-def _autocast(dev:torch.device):
+def _autocast(dev):
+    import torch
     if dev.type == 'cuda' and torch.cuda.is_bf16_supported(): return torch.autocast('cuda', dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -173,8 +184,11 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
                subject:str|None=None, # subject name (default: from the file names)
               ) -> dict:
     "Synthesise `targets` for one subject; NIfTI images on the grid, affine and header of the reference input, plus quality maps and fusion weights"
+    import torch
+    from fastprogress.fastprogress import progress_bar
+    from med_k2n.data import from_slices
     t0 = time.time()
-    if isinstance(model, (str, os.PathLike)): model = load_model(model)
+    if isinstance(model, (str, os.PathLike)): model = _load_model(model)
     if accept not in ('quality', 'all'): raise ValueError(f"accept must be 'quality' or 'all', got {accept!r}")
     if intensity not in INTENSITIES: raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}")
     if int(bs) < 1: raise ValueError(f"bs={bs}: the batch size must be at least 1")
@@ -245,7 +259,7 @@ def synthesize_to(case, # {modality: NIfTI path or image}, an `io.Case` or a sub
                   **kwargs # more `synthesize` arguments (accept, bs, device, progress, resample, intensity)
                  ) -> dict:
     "Synthesise `targets` and write `<subject>_<m>.nii.gz`, `<subject>_<m>_quality.nii.gz` and `<subject>_synth.json` into `out_dir`, atomically"
-    if isinstance(model, (str, os.PathLike)): model = load_model(model)
+    if isinstance(model, (str, os.PathLike)): model = _load_model(model)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir(): raise ValueError(f"{out} exists and is not a folder: choose another output folder")
     ms = tuple(model.modalities)
@@ -348,7 +362,14 @@ def synth_cmd(model:str=None, # model folder written by `med-k2n train` (model.j
     if not target and not all_missing: raise ValueError("say what to synthesise: --target MODALITY (repeat for each) or --all-missing")
     paths, names = parse_inputs(input, case)
     targets = 'missing' if all_missing else _names(target)
-    m = load_model(model, device='cpu')
+    # cheap checks first, before torch and the model are imported
+    for m_, p_ in (paths or {}).items():
+        if not p_.exists(): raise FileNotFoundError(f"{p_}: file not found (modality {m_})")
+    both = [t for t in (targets if targets != 'missing' else []) if t in (paths or {}) or t in (names or [])]
+    if both: raise ValueError(f"{', '.join(both)} is both an input and a target: a target must be a modality that is not given "
+                              f"(drop it from the targets or from the inputs)")
+    if not Path(model).expanduser().exists(): raise FileNotFoundError(f"no model checkpoint at {model}: expected a folder with model.json and model.safetensors (written by `med-k2n train`)")
+    m = _load_model(model, device='cpu')
     res = synthesize_to(paths if case is None else case, targets, m, out, inputs=names, subject=subject, accept=accept,
                         intensity=intensity, device=device, bs=bs, resample=resample, progress=True)
     p = res['paths']
