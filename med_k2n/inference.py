@@ -21,8 +21,9 @@ from .core import canonical, modality_set
 from . import io as kio
 
 # %% auto #0
-__all__ = ['INTENSITIES', 'model_preprocessing', 'subject_from_paths', 'resolve_case', 'resolve_targets', 'preprocess_inputs',
-           'synthesize', 'output_paths', 'synthesize_to', 'show_synthesis', 'parse_inputs', 'synth_cmd']
+__all__ = ['INTENSITIES', 'BACKGROUNDS', 'model_preprocessing', 'subject_from_paths', 'resolve_case', 'resolve_targets',
+           'preprocess_inputs', 'synthesize', 'output_paths', 'synthesize_to', 'show_synthesis', 'parse_inputs',
+           'synth_cmd']
 
 # %% ../nbs/30_inference.ipynb #3f5b0589
 def __getattr__(name):
@@ -37,6 +38,7 @@ def _load_model(path, **kwargs):
 
 # %% ../nbs/30_inference.ipynb #0f1b1d25
 INTENSITIES = ('unit', 'reference')
+BACKGROUNDS = ('zero', 'model')
 
 def model_preprocessing(model) -> dict:
     "The slice size and normalisation percentiles `model` was trained with, checked against its checkpoint JSON"
@@ -182,6 +184,7 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
                resample:bool=False, # resample inputs that are off the reference input's grid instead of refusing
                intensity:str='unit', # 'unit': normalised [0,1] units; 'reference': scaled to the reference input's intensity range
                subject:str|None=None, # subject name (default: from the file names)
+               background:str='zero', # outside the inputs' foreground mask: 'zero' or 'model' (the raw model output)
               ) -> dict:
     "Synthesise `targets` for one subject; NIfTI images on the grid, affine and header of the reference input, plus quality maps and fusion weights"
     import torch
@@ -190,6 +193,7 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
     t0 = time.time()
     if isinstance(model, (str, os.PathLike)): model = _load_model(model)
     if accept not in ('quality', 'all'): raise ValueError(f"accept must be 'quality' or 'all', got {accept!r}")
+    if background not in BACKGROUNDS: raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
     if intensity not in INTENSITIES: raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}")
     if int(bs) < 1: raise ValueError(f"bs={bs}: the batch size must be at least 1")
     pp = model_preprocessing(model)
@@ -228,7 +232,7 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
     def back(a, off):
         v = np.clip(from_slices(a, shape), 0, None)
         v = v * np.float32(scale) + np.float32(off)
-        v[~mask] = 0
+        if background == 'zero': v[~mask] = 0
         return kio.image_like(v.astype(np.float32), vols.reference)
     images = {m: back(np.minimum(img[k], 1), offset) for k, m in enumerate(ts)}
     quality = {m: back(qual[k], 0.) for k, m in enumerate(ts)} if has_q else {}
@@ -237,7 +241,7 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
     scores = {t: round(float(ssum[ms.index(t)] / nz), 4) for t in ts} if has_q else {}
     return dict(subject=c.subject, inputs=ins, targets=ts, images=images, quality=quality, weights=weights,
                 accepted=accepted, scores=scores, mask=kio.image_like(mask.astype(np.float32), vols.reference),
-                reference_modality=ref_m, intensity=intensity, n_slices=int(len(zs)), seconds=time.time() - t0,
+                reference_modality=ref_m, intensity=intensity, background=background, n_slices=int(len(zs)), seconds=time.time() - t0,
                 device=str(dev), case=c)
 
 # %% ../nbs/30_inference.ipynb #dfd19647
@@ -269,7 +273,7 @@ def synthesize_to(case, # {modality: NIfTI path or image}, an `io.Case` or a sub
     for p in _all_paths(paths): kio.check_not_input(p, c)
     res = synthesize(c, ts, model, inputs=ins, **kwargs)
     summary = dict(subject=res['subject'], inputs={m: str(p) if isinstance(p, (str, Path)) else '<in-memory image>' for m, p in c.paths.items()},
-                   targets=list(ts), reference_modality=res['reference_modality'], intensity=res['intensity'],
+                   targets=list(ts), reference_modality=res['reference_modality'], intensity=res['intensity'], background=res['background'],
                    model=str(getattr(model, 'meta', {}).get('arch', type(model).__name__)), model_config=getattr(model, 'config', None),
                    weights=res['weights'], accepted=res['accepted'], scores=res['scores'], n_slices=res['n_slices'],
                    seconds=round(res['seconds'], 2), device=res['device'],
@@ -300,6 +304,7 @@ def show_synthesis(res:dict, # a `synthesize` result
                    z:int|None=None, # axial slice in the stored orientation (default: the one with most foreground)
                   ):
     "A figure: one row per target with the inputs, the synthesised image, the truth and |error| if given, and the quality map"
+    import matplotlib.pyplot as plt
     ts = res['targets']
     mask = res['mask'].get_fdata() > 0
     z = int(np.argmax(mask.sum((0, 1)))) if z is None else int(z)
@@ -352,6 +357,7 @@ def synth_cmd(model:str=None, # model folder written by `med-k2n train` (model.j
               resample:bool=False, # resample inputs that are off the reference input's grid instead of refusing
               accept:str='quality', # fusion acceptance: 'quality' keeps an update only if the predicted quality rises; 'all' keeps every update
               intensity:str='unit', # 'unit': outputs in the model's normalised [0,1] units; 'reference': scaled to the reference input's intensity range
+              background:str='zero', # outside the inputs' foreground mask: 'zero', or 'model' to keep the raw model output
               device:str=None, # cpu, cuda or cuda:N; default: cuda if available, else cpu
               bs:int=16, # slices per batch
              ):
@@ -371,7 +377,7 @@ def synth_cmd(model:str=None, # model folder written by `med-k2n train` (model.j
     if not Path(model).expanduser().exists(): raise FileNotFoundError(f"no model checkpoint at {model}: expected a folder with model.json and model.safetensors (written by `med-k2n train`)")
     m = _load_model(model, device='cpu')
     res = synthesize_to(paths if case is None else case, targets, m, out, inputs=names, subject=subject, accept=accept,
-                        intensity=intensity, device=device, bs=bs, resample=resample, progress=True)
+                        intensity=intensity, background=background, device=device, bs=bs, resample=resample, progress=True)
     p = res['paths']
     print(f"{res['subject']}: {', '.join(res['inputs'])} -> {', '.join(res['targets'])} on {res['device']}, "
           f"{res['n_slices']} slices in {res['seconds']:.1f} s (intensities: {res['intensity']})")
