@@ -9,7 +9,9 @@ Defaults: a fixed phantom (seed 0) of 16 training, 1 validation and 4 test subje
 preset, batch 8. The training budget `--minutes` is for the three main models together: the slices/s of
 each model are measured on a few training steps first, and the number of epochs (the same for all three,
 hence the same number of optimisation steps) is the largest that fits. `--epochs N` overrides it.
-Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
+Evaluation (14 patterns x every foreground slice of the test subjects, plus the robustness runs) comes on
+top of the training budget; on a CPU `--max-slices 24` bounds it. With `accept='quality'` a rejected auxiliary
+frame reports a fusion weight of 0. Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
 
 Everything goes to `--out`: the phantom, the slice cache, the checkpoints, results.csv and report.md.
 """
