@@ -74,7 +74,7 @@ def metrics_table(ours:dict, harness:dict|None=None, raw:dict|None=None) -> str:
 def run_demo(out='med_k2n_demo', # output folder
              subjects:int=8, # phantom subjects (splits 70/10/20 %, at least one test subject)
              size:int=64, # phantom in-plane voxels and model slice size (a multiple of 32)
-             epochs:int=4, # training epochs
+             epochs:int=3, # training epochs
              seed:int=0, # seed of the phantom, splits, tasks and initialisation
              inputs=('t1n', 't2f'), # the held-out subject's modalities to synthesise from
              bs:int=8, # training batch size
@@ -156,7 +156,7 @@ def run_demo(out='med_k2n_demo', # output folder
 def demo_cmd(out:str='med_k2n_demo', # output folder (phantom, model, synthesis, figure, metrics)
              subjects:int=8, # phantom subjects
              size:int=64, # phantom size and model slice size (a multiple of 32; 128 on a GPU)
-             epochs:int=4, # training epochs
+             epochs:int=3, # training epochs
              seed:int=0, # random seed
              inputs:str='t1n,t2f', # the held-out subject's modalities to synthesise the others from
             ):
