@@ -8,7 +8,7 @@ Docs: https://med-k2n.github.io/med_k2n/all.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #b68d73dd
+# %% ../nbs/99_all.ipynb #5212243c
 from .core import *
 from .io import *
 from .phantom import *
@@ -25,12 +25,15 @@ from .baseline import *
 from .losses import *
 from .metrics import *
 from .learner import *
+from .evaluate import *
+from .inference import *
+from .demo import *
 
-# %% ../nbs/99_all.ipynb #dd11e900
+# %% ../nbs/99_all.ipynb #788708f4
 import med_k2n.core, med_k2n.io, med_k2n.phantom, med_k2n.data, med_k2n.encoder, med_k2n.multiscale, med_k2n.memory
 import med_k2n.weighting, med_k2n.heads, med_k2n.model, med_k2n.vlm, med_k2n.cmim, med_k2n.baseline
-import med_k2n.losses, med_k2n.metrics, med_k2n.learner
+import med_k2n.losses, med_k2n.metrics, med_k2n.learner, med_k2n.evaluate, med_k2n.inference, med_k2n.demo
 __all__ = sorted({n for _m in (med_k2n.core, med_k2n.io, med_k2n.phantom, med_k2n.data, med_k2n.encoder,
                                med_k2n.multiscale, med_k2n.memory, med_k2n.weighting, med_k2n.heads, med_k2n.model,
                                med_k2n.vlm, med_k2n.cmim, med_k2n.baseline, med_k2n.losses, med_k2n.metrics,
-                               med_k2n.learner) for n in _m.__all__})
+                               med_k2n.learner, med_k2n.evaluate, med_k2n.inference, med_k2n.demo) for n in _m.__all__})
