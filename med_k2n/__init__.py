@@ -2,7 +2,7 @@
 
 Modules:
 
-- `med_k2n.all`: As in fastai, `from med_k2n.all import *` brings every public name of the package: the modality vocabulary, data, the phantom, the model and its baseline, CMIM, training, evaluation and inference.
+- `med_k2n.all`: As in fastai, `from med_k2n.all import *` brings every public name of the package: the modality vocabulary, data, the phantom, the model and its baseline, CMIM, training, evaluation, inference and the interactive explorer.
 - `med_k2n.baseline`: The MM-GAN-style baseline of SPEC §6: one U-Net for every K→N task, fed the available modalities with the missing ones zero-filled plus one presence plane per modality, predicting every modality at once. It has the same forward signature and output (`K2NOutput`) as `MedK2N`, so the same learner, loss and evaluation harness train and score both.
 - `med_k2n.cli`: One entry point, `med-k2n`, with a subcommand per job (`phantom`, `prepare`, `train`, `synth`, `eval`, `demo`…). Each subcommand is a plain Python function in the module that owns the job; this module only dispatches to it, builds its parser with `fastcore.script`, and turns user errors into one-line messages.
 - `med_k2n.cmim`: The paper's Causal Modality Identity Module as two losses over a frozen modality CLIP: `L_causal` asks the VLM to recognise each generated image as its intended modality among the text prototypes of the whole vocabulary (Eq. 12), `L_metric` pulls it towards the real target slice and away from the same slice in another modality (Eq. 13). Unlike the released code, the gradient flows through the frozen VLM into the generated images. Identity accuracy is the matching evaluation metric.

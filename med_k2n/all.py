@@ -1,5 +1,6 @@
 """As in fastai, `from med_k2n.all import *` brings every public name of the package: the modality
-vocabulary, data, the phantom, the model and its baseline, CMIM, training, evaluation and inference.
+vocabulary, data, the phantom, the model and its baseline, CMIM, training, evaluation, inference and
+the interactive explorer.
 
 Docs: https://med-k2n.github.io/med_k2n/all.html.md"""
 
@@ -8,7 +9,7 @@ Docs: https://med-k2n.github.io/med_k2n/all.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #5212243c
+# %% ../nbs/99_all.ipynb #c94f99ac
 from .core import *
 from .io import *
 from .phantom import *
@@ -28,12 +29,14 @@ from .learner import *
 from .evaluate import *
 from .inference import *
 from .demo import *
+from .explorer import *
 
-# %% ../nbs/99_all.ipynb #788708f4
+# %% ../nbs/99_all.ipynb #5d166a5e
 import med_k2n.core, med_k2n.io, med_k2n.phantom, med_k2n.data, med_k2n.encoder, med_k2n.multiscale, med_k2n.memory
 import med_k2n.weighting, med_k2n.heads, med_k2n.model, med_k2n.vlm, med_k2n.cmim, med_k2n.baseline
-import med_k2n.losses, med_k2n.metrics, med_k2n.learner, med_k2n.evaluate, med_k2n.inference, med_k2n.demo
+import med_k2n.losses, med_k2n.metrics, med_k2n.learner, med_k2n.evaluate, med_k2n.inference, med_k2n.demo, med_k2n.explorer
 __all__ = sorted({n for _m in (med_k2n.core, med_k2n.io, med_k2n.phantom, med_k2n.data, med_k2n.encoder,
                                med_k2n.multiscale, med_k2n.memory, med_k2n.weighting, med_k2n.heads, med_k2n.model,
                                med_k2n.vlm, med_k2n.cmim, med_k2n.baseline, med_k2n.losses, med_k2n.metrics,
-                               med_k2n.learner, med_k2n.evaluate, med_k2n.inference, med_k2n.demo) for n in _m.__all__})
+                               med_k2n.learner, med_k2n.evaluate, med_k2n.inference, med_k2n.demo,
+                               med_k2n.explorer) for n in _m.__all__})
