@@ -158,3 +158,24 @@ def test_quarto_config():
     assert q['project']['type'] == 'website'
     assert 'sidebar.yml' in q['metadata-files'] and 'nbdev.yml' in q['metadata-files']
     assert (NBS/'nbdev.yml').exists() and (NBS/'styles.css').exists()
+
+
+# ---- the docs build itself (opt-in: it runs nbdev's docs processing of every notebook, minutes of CPU)
+
+DOCS_BUILD = os.environ.get('MED_K2N_DOCS_BUILD') == '1'
+
+
+@pytest.mark.skipif(not DOCS_BUILD, reason="set MED_K2N_DOCS_BUILD=1 to run nbdev's docs processing of every notebook (minutes)")
+@pytest.mark.parametrize('nb', sorted(_notebooks()))
+def test_docs_build_processes_notebook(nb, tmp_path):
+    """nbdev's docs build (`nbdev-proc-nbs`, run by `nbdev-docs` and `nbdev-preview`) processes the notebook: it runs the
+    exported cells, `show_doc` cells and every cell that contains an import, in order, skipping the others; a cell
+    that mixes imports with code using names of a skipped cell fails the whole site build"""
+    import subprocess, sys
+    code = ("import sys; from pathlib import Path; from nbdev.serve_drv import main; from nbdev.processors import FilterDefaults; "
+            "main((Path(sys.argv[1]), Path(sys.argv[2]), FilterDefaults))")
+    r = subprocess.run([sys.executable, '-c', code, str(NBS/nb), str(tmp_path/'out.ipynb')], cwd=ROOT, capture_output=True,
+                       text=True, env={**os.environ, 'OMP_NUM_THREADS': '1', 'MPLBACKEND': 'Agg'})
+    err = [l for l in r.stderr.splitlines() if not l.startswith(' ') and ('Error' in l or l.startswith('Exception'))]
+    assert r.returncode == 0, f"nbdev's docs processing of {nb} fails: {' | '.join(err[-3:])}"
+    assert (tmp_path/'out.ipynb').exists()
