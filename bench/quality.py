@@ -5,12 +5,15 @@ corrupted-input robustness test; `--ablation` adds the B0→B5 ladder of Table 3
 
     python bench/quality.py [--ablation] [--minutes 30] [--out /tmp/med_k2n_quality]
 
-Defaults: a fixed phantom (seed 0) of 16 training, 1 validation and 4 test subjects at 128 px, the cpu
+Defaults: a fixed phantom (seed 0) of 16 training, 1 validation and 6 test subjects at 128 px (6, so that a
+per-pattern paired Wilcoxon test over subjects can reach p < 0.05: with 4 its smallest p is 0.125), the cpu
 preset, batch 8. The training budget `--minutes` is for the three main models together: the slices/s of
 each model are measured on a few training steps first, and the number of epochs (the same for all three,
 hence the same number of optimisation steps) is the largest that fits. `--epochs N` overrides it.
 Evaluation (14 patterns x every foreground slice of the test subjects, plus the robustness runs) comes on
-top of the training budget; on a CPU `--max-slices 24` bounds it. With `accept='quality'` a rejected auxiliary
+top of the training budget; on a CPU it scores 12 evenly spaced slices per test subject (`--max-slices`, 0 for all).
+Med-K2N is scored twice, with its quality-driven acceptance (`accept='quality'`, the default at inference) and
+with every auxiliary frame accepted (`accept='all'`, as in training), so the effect of the gate shows. With `accept='quality'` a rejected auxiliary
 frame reports a fusion weight of 0. Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
 
 Everything goes to `--out`: the phantom, the slice cache, the checkpoints, results.csv and report.md.
@@ -30,14 +33,14 @@ def parse_args(argv=None):
     p.add_argument('--size', type=int, default=None, help="slice size (default: the preset's, 128 cpu / 256 paper)")
     p.add_argument('--train-subjects', type=int, default=16)
     p.add_argument('--valid-subjects', type=int, default=1)
-    p.add_argument('--test-subjects', type=int, default=4)
+    p.add_argument('--test-subjects', type=int, default=6)
     p.add_argument('--bs', type=int, default=8, help='training batch size')
     p.add_argument('--eval-bs', type=int, default=16, help='evaluation batch size')
     p.add_argument('--lr', type=float, default=1e-3)
     p.add_argument('--seed', type=int, default=0, help='seed of the phantom, the splits and the training runs')
-    p.add_argument('--max-slices', type=int, default=None, help='score at most this many slices per test subject (reduced runs)')
+    p.add_argument('--max-slices', type=int, default=None, help='score at most this many slices per test subject (default 12 on a CPU, all on a GPU; 0: all)')
     p.add_argument('--corrupt', default='t2w', help='input modality corrupted in the robustness test')
-    p.add_argument('--kinds', default='noise,ghost', help='corruptions of the robustness test')
+    p.add_argument('--kinds', default='noise', help="corruptions of the robustness test ('noise', 'ghost' or both, comma-separated)")
     p.add_argument('--vlm-minutes', type=float, default=3., help='time cap of the VLM pretraining for B4/B5 (--ablation)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
     p.add_argument('--no-progress', action='store_true')
@@ -74,33 +77,38 @@ def model_kwargs(a, arch):
     from med_k2n.baseline import BASELINE_PRESETS
     return dict(base=BASELINE_PRESETS[a.preset]['base']) if arch == 'unet' else {}
 
-def probe_speed(a, cache, arch, ablation, steps=2):
-    "Training slices/s of a fresh model: forward + backward + AdamW step on `steps` batches of real slices after one warm-up"
-    from med_k2n.learner import build_model, ABLATIONS
-    from med_k2n.data import SliceDataset
-    from med_k2n.core import sample_task
+def probe_speed(a, cache, arch, ablation):
+    """Training slices/s of a fresh model as `train` will run it: batches from the real training DataLoader
+    (augmentation included), the real loss (K2NLoss with the quality terms) and an AdamW step, one batch per
+    curriculum stage, weighted by the stage's share of the run (uniform tasks when the curriculum is off).
+    Later stages have more targets per sample and cost more, so a probe on the first stage or on one loss
+    term alone would underestimate the run (the first version of this probe did, by about 2x)."""
+    from med_k2n.learner import k2n_learner, draw_tasks, TaskSampler
+    from med_k2n.data import k2n_dataloaders
+    from med_k2n.core import CURRICULUM_STAGES, CURRICULUM_FRACTIONS
     import random
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
-    fusion = ABLATIONS[ablation][0] if ablation else None
-    m = build_model(arch, a.preset, cache.modalities, cache.size, fusion=fusion, **model_kwargs(a, arch)).to(dev).train()
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-    ds = SliceDataset(cache, 'train', 0.05)
-    rng = random.Random(0)
-    idx = [rng.randrange(len(ds)) for _ in range(a.bs)]
-    x = torch.stack([ds[i][0] for i in idx]).to(dev)
-    ins, tgs = zip(*[sample_task(cache.modalities, rng).masks(cache.modalities) for _ in idx])
-    i, t = torch.tensor(ins, device=dev), torch.tensor(tgs, device=dev)
+    dls = k2n_dataloaders(cache, bs=a.bs, seed=a.seed, device=dev)
+    learn = k2n_learner(dls, arch=arch, preset=a.preset, ablation=ablation, seed=a.seed, **model_kwargs(a, arch))
+    model = learn.model.to(dev).train()
+    curriculum = any(isinstance(c, TaskSampler) and c.curriculum for c in learn.cbs)
+    stages = list(zip(CURRICULUM_STAGES, CURRICULUM_FRACTIONS)) if curriculum else [(None, 0.25)] * 4
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    rng, batches = random.Random(a.seed), iter(dls.train)
     ctx = torch.autocast('cuda', dtype=torch.bfloat16) if dev == 'cuda' else torch.autocast('cpu', enabled=False)
-    def step():
+    def step(stage):
+        sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
+        sync(); t0 = time.time()
+        x, present, mask = next(batches)[:3]
+        i, t = draw_tasks(present.cpu(), cache.modalities, rng, stage)
+        i, t = i.to(dev), t.to(dev)
         opt.zero_grad(set_to_none=True)
-        with ctx: out = m(x, i, t)
-        (out.images.float() - x).abs()[t].mean().backward(); opt.step()
-    step()
-    if dev == 'cuda': torch.cuda.synchronize()
-    t0 = time.time()
-    for _ in range(steps): step()
-    if dev == 'cuda': torch.cuda.synchronize()
-    return steps * a.bs / (time.time() - t0)
+        with ctx: out = model(x, i, t)
+        learn.loss_func(out, x, t, mask, present).backward(); opt.step()
+        sync(); return time.time() - t0
+    step(stages[-1][0])                                    # warm-up
+    per_batch = sum(f * step(st) for st, f in stages) / sum(f for _, f in stages)
+    return a.bs / per_batch
 
 def train_one(a, cache, out:Path, name, arch, ablation, epochs, vlm=None):
     from med_k2n.learner import train
@@ -119,6 +127,8 @@ def main(argv=None):
     if a.threads: torch.set_num_threads(a.threads)
     from med_k2n.encoder import PRESETS
     if a.size is None: a.size = PRESETS[a.preset]['size']
+    if a.max_slices is None: a.max_slices = None if torch.cuda.is_available() else 12
+    a.max_slices = a.max_slices or None
     import matplotlib; matplotlib.use('Agg')
     from med_k2n.evaluate import evaluate, table_markdown, robustness, robustness_markdown, write_results, figure_grid, display_name
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +144,7 @@ def main(argv=None):
     for n, s in speeds.items(): log(f"probe: {n}: {s:.2f} training slices/s")
     per_epoch = sum(n_train / s for s in speeds.values())
     if a.epochs is None:
-        a.epochs = max(1, int(a.minutes * 60 * 0.85 // per_epoch))
+        a.epochs = max(1, int(a.minutes * 60 * 0.9 // per_epoch))
         log(f"budget {a.minutes:g} min for the three models: one epoch of all three ≈ {per_epoch/60:.1f} min -> {a.epochs} epoch(s)")
         if per_epoch > a.minutes * 60: log(f"WARNING: even one epoch (≈ {per_epoch/60:.1f} min) exceeds the budget")
     # 2. train
@@ -148,6 +158,10 @@ def main(argv=None):
         t0 = time.time()
         results[n] = evaluate(learn, split='test', bs=a.eval_bs, progress=not a.no_progress, name=n, max_slices=a.max_slices)
         log(f"evaluated {n}: {len(results[n])} rows in {time.time()-t0:.0f} s")
+    t0 = time.time()
+    results['Med-K2N (accept all)'] = evaluate(learners['Med-K2N'], split='test', bs=a.eval_bs, progress=not a.no_progress,
+                                               name='Med-K2N (accept all)', max_slices=a.max_slices, accept='all')
+    log(f"evaluated Med-K2N with accept='all' in {time.time()-t0:.0f} s")
     write_results(results, out/'results.csv')
     figure_grid(learners['Med-K2N'], out=out/'grid.png')
     # 4. robustness

@@ -62,9 +62,13 @@ class Task:
     targets: tuple
     def __str__(self): return f"{','.join(self.inputs)}->{','.join(self.targets)}"
     @property
-    def k(self): return len(self.inputs)
+    def k(self):
+        "The number of inputs K"
+        return len(self.inputs)
     @property
-    def n(self): return len(self.targets)
+    def n(self):
+        "The number of targets N"
+        return len(self.targets)
     @property
     def kind(self) -> str:
         "The curriculum kind of the task: '1->1', 'k->1', '1->k' or 'k->n'"

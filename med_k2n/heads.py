@@ -40,7 +40,9 @@ class K2NOutput:
     accepted: Tensor|None = None        # [B,M(src),M(tgt)] bool: the update of frame i was kept for target j (key: True)
 
     def __getitem__(self, k): return getattr(self, k)
-    def keys(self): return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+    def keys(self):
+        "The names of the fields that are set (not None), as a dict's keys"
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
 # %% ../nbs/14_heads.ipynb #2dc69d36
 def check_batch(x:Tensor, inputs:Tensor, targets:Tensor, n_modalities:int) -> tuple:
@@ -69,6 +71,7 @@ class FiLMBlock(nn.Module):
         self.film = nn.Linear(d, 2*cout)
         self.skip = nn.Identity() if cin == cout else nn.Conv2d(cin, cout, 1)
     def forward(self, x:Tensor, c:Tensor) -> Tensor:
+        "Residual conv block whose first convolution is modulated by the FiLM scale and shift computed from condition `c` [B,D]"
         g, b = self.film(c).chunk(2, 1)
         h = F.gelu(self.n1(self.conv1(x)) * (1 + g[..., None, None]) + b[..., None, None])
         return F.gelu(self.n2(self.conv2(h)) + self.skip(x))
@@ -80,7 +83,9 @@ class ResDilated(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation), _gn(c), nn.GELU(),
                                   nn.Conv2d(c, c, 3, padding=1), _gn(c))
-    def forward(self, x): return F.gelu(x + self.body(x))
+    def forward(self, x):
+        "Residual dilated convolutions: GELU(x + body(x))"
+        return F.gelu(x + self.body(x))
 
 def make_head(kind:str, cin:int, width:int) -> nn.Sequential:
     "A generation head of `kind` ('plain' or 'dilated') from `cin` channels to one sigmoid channel"
@@ -173,6 +178,7 @@ class StateQuality(nn.Module):
         self.proj = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU())
         self.head = mlp(2*hidden + d, hidden, 1)
     def forward(self, S:Tensor, c_task:Tensor) -> Tensor:
+        "Predicted quality score [P] of fusion state `S` [P,C,h,w] for the task context `c_task` [P,D]"
         return torch.sigmoid(self.head(torch.cat([global_pool(self.proj(S.detach())), c_task], 1)))[:, 0]
 
 # %% ../nbs/14_heads.ipynb #b0a7f40d

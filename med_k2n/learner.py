@@ -63,6 +63,7 @@ class TaskSampler(Callback):
         "The curriculum stage now (None: all tasks)"
         return curriculum_stage(self.learn.pct_train, self.fractions) if self.training and self.curriculum else None
     def before_batch(self):
+        "Draw a K→N task per sample (curriculum stage from the training progress) and set the batch's input and target masks"
         x, present, mask = self.learn.xb[:3]
         epoch = self.epoch if self.training else 0
         rng = random.Random(task_seed(self.seed, epoch, self.iter, self.rank, self.training))
@@ -132,6 +133,7 @@ class CheckpointCallback(Callback):
     order = 70
     def __init__(self, out, **info): self.out, self.info = Path(out), info
     def after_epoch(self):
+        "On rank 0, save the model (safetensors + JSON) with the epoch and its last metrics after every epoch"
         if int(os.environ.get('RANK', 0)) != 0: return
         vals = dict(zip(self.recorder.metric_names[1:-1], [float(v) if v is not None else None for v in self.recorder.log[1:-1]])) if self.recorder.log else {}
         save_model(unwrap_model(self.learn.model), self.out, epoch=self.epoch, n_epoch=self.n_epoch, last_metrics=vals, **self.info)
@@ -140,6 +142,7 @@ class CheckpointCallback(Callback):
 class HistoryLogger(CSVLogger):
     "fastai's `CSVLogger`, appending without a second header and without lines for the epochs a resumed run skips"
     def before_fit(self):
+        "Open history.csv as `CSVLogger` does, but when appending to an existing file drop the second header it just wrote"
         p = self.path/self.fname
         had = self.append and p.exists() and p.stat().st_size > 0
         super().before_fit()
@@ -262,6 +265,7 @@ class K2NDistributedDL(DistributedDL):
         dist.broadcast(t, rank)
         return t.cpu().tolist()
     def get_idxs(self):
+        "fastai's distributed indices of this rank, noting how many of them are real samples (not padding) in `n_real`"
         idxs = super().get_idxs()
         lo = self.rank*self.n_padded//self.world_size
         self.n_real = max(0, min(self.n, lo + len(idxs)) - lo)
@@ -280,12 +284,14 @@ class K2NDistributedTrainer(DistributedTrainer):
     def _wrap_dl(self, dl):
         return dl if isinstance(dl, DistributedDL) else K2NDistributedDL(dl, device=self.learn.model.device)
     def after_batch(self):
+        "In validation, drop the padding samples of the last batch of this rank's shard from the predictions and targets"
         dl = self.learn.dl
         if self.training or not hasattr(dl, 'n_real'): return
         bs = len(self.learn.yb[0])
         keep = min(bs, max(0, dl.n_real - (dl.i - bs)))   # dl.i: samples of this shard yielded so far
         if keep < bs: self.learn.pred, self.learn.yb = _take(self.learn.pred, keep, bs), _take(self.learn.yb, keep, bs)
     def after_validate(self):
+        "After validation, sum the totals and counts of every `PairMetric` over all ranks"
         mets = [m for m in self.learn.metrics if isinstance(m, PairMetric)]
         if not mets: return
         t = torch.tensor([[float(m.total), float(m.count)] for m in mets], dtype=torch.float64, device=_comm_device())

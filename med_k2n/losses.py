@@ -41,9 +41,11 @@ class K2NLoss(nn.Module):
         self.last = {}   # the unweighted terms of the last call, for logging
 
     def rec(self, pred:Tensor, truth:Tensor) -> tuple:
+        "The L1 and the SSIM loss (1 - SSIM) of predicted slices `pred` against `truth`, as a tuple"
         return (pred-truth).abs().mean(), ssim_loss(pred, truth)
 
     def forward(self, out, x:Tensor, targets:Tensor, mask:Tensor|None=None, present:Tensor|None=None) -> Tensor:
+        "The total K→N loss of model output `out` for ground truth `x` on the `targets` channels"
         targets = targets.bool()
         truth, pred = target_pairs(x, targets), target_pairs(out.images, targets)
         l1, ss = self.rec(pred, truth)

@@ -51,8 +51,11 @@ def target_pairs(t:Tensor, targets:Tensor) -> Tensor:
 class PairMetric(Metric):
     "Mean of a per-slice metric `func(pred, truth, mask)` over all (sample, target) pairs of an epoch"
     def __init__(self, func, name:str, masked:bool=False): self.func, self._name, self.masked = func, name, masked
-    def reset(self): self.total, self.count = 0., 0
+    def reset(self):
+        "Start a new accumulation (fastai calls this before each validation)"
+        self.total, self.count = 0., 0
     def accumulate(self, learn):
+        "Add the per-pair scores of the current batch"
         y, targets, mask = learn.yb[0], learn.yb[1], learn.yb[2]
         images = getattr(learn.pred, 'images', learn.pred)
         pred, truth = target_pairs(images, targets), target_pairs(y, targets)
@@ -61,9 +64,13 @@ class PairMetric(Metric):
         vals = self.func(pred.detach(), truth, m)
         self.total += vals.sum().item(); self.count += len(vals)
     @property
-    def value(self): return self.total/self.count if self.count else None
+    def value(self):
+        "The mean over every pair seen since `reset` (None before any)"
+        return self.total/self.count if self.count else None
     @property
-    def name(self): return self._name
+    def name(self):
+        "The metric's column name in fastai's recorder"
+        return self._name
 
 def k2n_metrics() -> list:
     "PSNR and SSIM over whole slices and inside the brain mask"

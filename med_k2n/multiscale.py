@@ -99,7 +99,9 @@ class ResBlock(nn.Module):
         super().__init__()
         self.body = nn.Sequential(nn.Conv2d(dim, dim, 3, 1, 1), _gn(dim), nn.GELU(), nn.Conv2d(dim, dim, 3, 1, 1), _gn(dim))
         _kaiming(self)
-    def forward(self, x:Tensor) -> Tensor: return F.gelu(x + self.body(x))
+    def forward(self, x:Tensor) -> Tensor:
+        "Residual block: GELU(x + body(x))"
+        return F.gelu(x + self.body(x))
 
 class BiSpiralMamba(nn.Module):
     "Bidirectional Fermat-spiral Mamba mixer over a [B,C,H,W] map, with 1x1 fusion and a residual block"

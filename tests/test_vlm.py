@@ -12,7 +12,7 @@ from med_k2n.vlm import (DESCRIPTIONS, pretrain_vlm, small_clip_config, load_vlm
 from med_k2n.cmim import CMIM, identity_accuracy
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
-TINY = small_clip_config(32, width=64, layers=2, patch=8, text_width=64, text_layers=1, embed_dim=32)
+TINY = small_clip_config(32, 'vit', width=64, layers=2, patch=8, text_width=64, text_layers=1, embed_dim=32)
 
 
 @pytest.fixture(scope='session')
@@ -130,13 +130,18 @@ def test_load_never_unpickles(phantom, tmp_path, monkeypatch):
         load_vlm(d)
 
 
-def test_cli_pretrain(phantom, tmp_path):
+def test_cli_pretrain(phantom, tmp_path, capsys):
+    "The command line of the issue and the README: `med-k2n pretrain-vlm --data DIR --out DIR [--size S] [--epochs E]`"
+    from med_k2n.cli import main
     out = tmp_path/'vlmcli'
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):
-        pretrain_vlm_cmd(str(phantom['dir']/'ph'), str(out), size=32, epochs=1, bs=8)
+        rc = main(['pretrain-vlm', '--data', str(phantom['dir']/'ph'), '--out', str(out), '--size', '32', '--epochs', '1', '--bs', '8'])
+    assert rc == 0
     assert 'zero-shot identity accuracy' in buf.getvalue()
     assert sorted(p.name for p in out.iterdir()) == ['vlm.json', 'vlm.safetensors']
     assert load_vlm(out, size=32).size == 32
     with pytest.raises(FileNotFoundError, match='med-k2n phantom'):
         pretrain_vlm_cmd(str(tmp_path/'nope'), str(out))
+    with pytest.raises(ValueError, match='--data DIR'):
+        pretrain_vlm_cmd(out=str(out))
