@@ -7,7 +7,8 @@ corrupted-input robustness test; `--ablation` adds the B0→B5 ladder of Table 3
 
 Defaults: a fixed phantom (seed 0) of 16 training, 1 validation and 6 test subjects at 128 px (6, so that a
 per-pattern paired Wilcoxon test over subjects can reach p < 0.05: with 4 its smallest p is 0.125), the cpu
-preset, batch 8. The training budget `--minutes` is for the three main models together: the slices/s of
+preset, batch 8. The three main models differ only in the network: the same data, task curriculum, input corruption
+(`--corrupt-p`, `learner.InputCorruption`), loss and number of steps. The training budget `--minutes` is for the three main models together: the slices/s of
 each model are measured on a few training steps first, and the number of epochs (the same for all three,
 hence the same number of optimisation steps) is the largest that fits. `--epochs N` overrides it.
 Evaluation (14 patterns x every foreground slice of the test subjects, plus the robustness runs) comes on
@@ -40,6 +41,7 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0, help='seed of the phantom, the splits and the training runs')
     p.add_argument('--max-slices', type=int, default=None, help='score at most this many slices per test subject (default 12 on a CPU, all on a GPU; 0: all)')
     p.add_argument('--corrupt', default='t2w', help='input modality corrupted in the robustness test')
+    p.add_argument('--corrupt-p', type=float, default=0.2, help='training: probability that a sample with >= 2 inputs gets one input corrupted (InputCorruption; 0: off)')
     p.add_argument('--kinds', default='noise', help="corruptions of the robustness test ('noise', 'ghost' or both, comma-separated)")
     p.add_argument('--vlm-minutes', type=float, default=3., help='time cap of the VLM pretraining for B4/B5 (--ablation)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
@@ -66,18 +68,22 @@ def make_data(a, out:Path):
     log(f"slice cache {cache.root}: " + ', '.join(f"{k} {v} subjects / {cache.n_slices(k, 0.05)} training slices" for k, v in got.items()))
     return cache
 
-MAIN = {  # name: (arch, ablation)
-    'Med-K2N': ('medk2n', None),
-    'U-Net': ('unet', None),
-    'B0 (average fusion)': ('medk2n', 'B0'),
+MAIN = {  # name: (arch, ablation, fusion)
+    'Med-K2N': ('medk2n', None, None),
+    'U-Net': ('unet', None, None),
+    'B0 (average fusion)': ('medk2n', None, 'B0'),
 }
+# The three main models differ only in the network: the same data, task curriculum, input corruption, loss and
+# steps. So the B0 of the main table is Med-K2N with average fusion, trained with the curriculum like the other
+# two; the ladder of --ablation keeps Table 3's definitions (B0-B4 without the curriculum, B5 with it).
 
-def model_kwargs(a, arch):
-    "The U-Net sized like the preset (the learner's build_model would otherwise use its default width)"
+def model_kwargs(a, arch, fusion=None):
+    "The U-Net sized like the preset (the learner's build_model would otherwise use its default width); the fusion of a Med-K2N variant"
     from med_k2n.baseline import BASELINE_PRESETS
-    return dict(base=BASELINE_PRESETS[a.preset]['base']) if arch == 'unet' else {}
+    if arch == 'unet': return dict(base=BASELINE_PRESETS[a.preset]['base'])
+    return {} if fusion is None else dict(fusion=fusion)
 
-def probe_speed(a, cache, arch, ablation):
+def probe_speed(a, cache, arch, ablation, fusion=None):
     """Training slices/s of a fresh model as `train` will run it: batches from the real training DataLoader
     (augmentation included), the real loss (K2NLoss with the quality terms) and an AdamW step, one batch per
     curriculum stage, weighted by the stage's share of the run (uniform tasks when the curriculum is off).
@@ -89,7 +95,7 @@ def probe_speed(a, cache, arch, ablation):
     import random
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     dls = k2n_dataloaders(cache, bs=a.bs, seed=a.seed, device=dev)
-    learn = k2n_learner(dls, arch=arch, preset=a.preset, ablation=ablation, seed=a.seed, **model_kwargs(a, arch))
+    learn = k2n_learner(dls, arch=arch, preset=a.preset, ablation=ablation, seed=a.seed, corrupt=a.corrupt_p, **model_kwargs(a, arch, fusion))
     model = learn.model.to(dev).train()
     curriculum = any(isinstance(c, TaskSampler) and c.curriculum for c in learn.cbs)
     stages = list(zip(CURRICULUM_STAGES, CURRICULUM_FRACTIONS)) if curriculum else [(None, 0.25)] * 4
@@ -110,12 +116,12 @@ def probe_speed(a, cache, arch, ablation):
     per_batch = sum(f * step(st) for st, f in stages) / sum(f for _, f in stages)
     return a.bs / per_batch
 
-def train_one(a, cache, out:Path, name, arch, ablation, epochs, vlm=None):
+def train_one(a, cache, out:Path, name, arch, ablation, epochs, vlm=None, fusion=None):
     from med_k2n.learner import train
     folder = out/'models'/name.split(' ')[0]
     t0 = time.time()
     learn = train(cache.root, folder, preset=a.preset, size=a.size, epochs=epochs, bs=a.bs, arch=arch, ablation=ablation,
-                  seed=a.seed, lr=a.lr, vlm=vlm, progress=not a.no_progress, **model_kwargs(a, arch))
+                  seed=a.seed, lr=a.lr, vlm=vlm, corrupt=a.corrupt_p, progress=not a.no_progress, **model_kwargs(a, arch, fusion))
     steps = len(learn.dls.train) * epochs
     log(f"trained {name}: {epochs} epoch(s), {steps} steps of {a.bs}, {learn.train_seconds:.0f} s, "
         f"{learn.slices_per_second:.2f} slices/s (incl. validation), wall {time.time()-t0:.0f} s")
@@ -140,7 +146,7 @@ def main(argv=None):
     n_train = cache.n_slices('train', 0.05)
 
     # 1. throughput first, then the epochs that fit the budget (same for every model: same steps)
-    speeds = {n: probe_speed(a, cache, arch, abl) for n, (arch, abl) in MAIN.items()}
+    speeds = {n: probe_speed(a, cache, arch, abl, fus) for n, (arch, abl, fus) in MAIN.items()}
     for n, s in speeds.items(): log(f"probe: {n}: {s:.2f} training slices/s")
     per_epoch = sum(n_train / s for s in speeds.values())
     if a.epochs is None:
@@ -149,8 +155,8 @@ def main(argv=None):
         if per_epoch > a.minutes * 60: log(f"WARNING: even one epoch (≈ {per_epoch/60:.1f} min) exceeds the budget")
     # 2. train
     learners, runs = {}, []
-    for n, (arch, abl) in MAIN.items():
-        learners[n], info = train_one(a, cache, out, n, arch, abl, a.epochs)
+    for n, (arch, abl, fus) in MAIN.items():
+        learners[n], info = train_one(a, cache, out, n, arch, abl, a.epochs, fusion=fus)
         info['probe_slices_per_second'] = round(speeds[n], 2); runs.append(info)
     # 3. evaluate every pattern
     results = {}
@@ -189,8 +195,8 @@ def main(argv=None):
         pretrain_vlm(cache, vdir, size=a.size, seed=a.seed, max_minutes=a.vlm_minutes, progress=not a.no_progress)
         log(f"pretrained the VLM in {time.time()-t0:.0f} s")
         task = 't1n,t1c,t2w->t2f'
-        ladder = {'B0': learners['B0 (average fusion)']}
-        for b in ('B1', 'B2', 'B3', 'B4', 'B5'):
+        ladder = {}
+        for b in ('B0', 'B1', 'B2', 'B3', 'B4', 'B5'):
             ladder[b], info = train_one(a, cache, out, f"{b} (ablation)", 'medk2n', b, a.epochs, vlm=str(vdir) if b in ('B4', 'B5') else None)
             runs.append(info)
         names = {'B0': 'Baseline fusion (simple average)', 'B1': '+ Weight prediction (PreWeightNet)', 'B2': '+ Threshold filtering (ThresholdNet)',
