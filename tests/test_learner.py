@@ -35,15 +35,17 @@ def test_train_writes_checkpoint_and_resumes(phantom, tmp_path):
 
 def test_train_medk2n_one_epoch(phantom, tmp_path):
     from med_k2n.learner import load_model
-    r = med_k2n('train', '--data', str(phantom), '--out', str(tmp_path/'m'), '--size', '32', '--epochs', '1', '--bs', '4')
+    r = med_k2n('train', '--data', str(phantom), '--out', str(tmp_path/'m'), '--size', '32', '--epochs', '1', '--bs', '4', '--corrupt', '0.5')
     assert r.returncode == 0, r.stderr
     m = load_model(tmp_path/'m')
     assert type(m).__name__ == 'MedK2N' and m.size == 32
+    assert m.meta['train']['corrupt'] == 0.5
 
 @pytest.mark.parametrize('args, msg', [
     ([], 'give the dataset with --data'),
     (['--ablation', 'B9'], 'unknown ablation'),
     (['--preset', 'huge'], 'unknown preset'),
+    (['--corrupt', '2'], 'must be in [0, 1]'),
 ])
 def test_train_user_errors(phantom, tmp_path, args, msg):
     base = [] if not args else ['--data', str(phantom), '--out', str(tmp_path/'x'), '--size', '32', '--epochs', '1']
