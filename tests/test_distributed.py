@@ -52,7 +52,8 @@ def fit_tiny(data, out, bs:int, order=None, epochs:int=2, seed:int=0):
     if order is not None:
         get = dls.train.get_idxs
         dls.train.get_idxs = lambda: order(get())
-    learn = k2n_learner(dls, arch='unet', base=8, depth=2, lr=1e-3, seed=seed)
+    # corrupt=0: InputCorruption draws per rank, like the task sampler this test replaces by pixel-hashed tasks
+    learn = k2n_learner(dls, arch='unet', base=8, depth=2, lr=1e-3, seed=seed, corrupt=0)
     learn.remove_cb(TaskSampler); learn.add_cb(PixelTasks(dls.modalities))
     init = {k: v.clone() for k, v in learn.model.state_dict().items()}
     with learn.no_bar(), distrib_ctx(learn):
