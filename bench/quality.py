@@ -18,6 +18,9 @@ with every auxiliary frame accepted (`accept='all'`, as in training), so the eff
 frame reports a fusion weight of 0. Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
 
 Everything goes to `--out`: the phantom, the slice cache, the checkpoints, results.csv and report.md.
+`--combine DIR [DIR ...]` pools earlier runs (say `--seed 0`, `--seed 1`, `--seed 2`, each with its own `--out`) into one table
+whose paired tests run over (run, subject, pattern): one run per model cannot separate two models closer than the spread
+between training runs.
 """
 import argparse, json, math, os, sys, time
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -46,6 +49,8 @@ def parse_args(argv=None):
     p.add_argument('--vlm-minutes', type=float, default=3., help='time cap of the VLM pretraining for B4/B5 (--ablation)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
     p.add_argument('--no-progress', action='store_true')
+    p.add_argument('--combine', nargs='+', metavar='DIR', help='no training: pool the results.csv of earlier runs (e.g. one per --seed) into one '
+                   'Table 1, each run\'s test subjects kept apart, so the Wilcoxon tests pair (run, subject, pattern)')
     return p.parse_args(argv)
 
 def log(*a): print(*a, flush=True)
@@ -128,8 +133,25 @@ def train_one(a, cache, out:Path, name, arch, ablation, epochs, vlm=None, fusion
     return learn, dict(model=name, epochs=epochs, steps=steps, train_seconds=round(learn.train_seconds, 1),
                        slices_per_second=round(learn.slices_per_second, 2), params=sum(p.numel() for p in learn.model.parameters()))
 
+def combine(dirs) -> str:
+    "One Table 1 (whole slice and brain) over the results.csv of several runs, a subject of run d named 'd/subject'"
+    import pandas as pd
+    from med_k2n.evaluate import table_markdown
+    frames = []
+    for d in dirs:
+        f = Path(d)/'results.csv'
+        if not f.exists(): sys.exit(f"{f} not found: --combine takes the --out folders of earlier runs of this benchmark")
+        r = pd.read_csv(f); r['subject'] = Path(d).name + '/' + r.subject.astype(str); frames.append(r)
+    allr = pd.concat(frames, ignore_index=True)
+    results = {m: g.reset_index(drop=True) for m, g in allr.groupby('model', sort=False)}
+    ours = 'Med-K2N' if 'Med-K2N' in results else None
+    return '\n'.join([f"# Pooled over {len(dirs)} runs: {', '.join(str(d) for d in dirs)}", '',
+                      table_markdown(results, ours, title='Whole slice'), '', table_markdown(results, ours, brain=True, title='Inside the brain mask')])
+
 def main(argv=None):
     a = parse_args(argv)
+    if a.combine:
+        print(combine(a.combine)); return
     if a.threads: torch.set_num_threads(a.threads)
     from med_k2n.encoder import PRESETS
     if a.size is None: a.size = PRESETS[a.preset]['size']
