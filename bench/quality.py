@@ -44,7 +44,7 @@ def parse_args(argv=None):
     p.add_argument('--seed', type=int, default=0, help='seed of the phantom, the splits and the training runs')
     p.add_argument('--max-slices', type=int, default=None, help='score at most this many slices per test subject (default 12 on a CPU, all on a GPU; 0: all)')
     p.add_argument('--corrupt', default='t2w', help='input modality corrupted in the robustness test')
-    p.add_argument('--corrupt-p', type=float, default=0.2, help='training: probability that a sample with >= 2 inputs gets one input corrupted, half that for one input (InputCorruption; 0: off)')
+    p.add_argument('--corrupt-p', type=float, default=0.2, help='training: probability that a sample with >= 2 inputs gets one input corrupted, as does a sample with one input (InputCorruption; 0: off)')
     p.add_argument('--kinds', default='noise', help="corruptions of the robustness test ('noise', 'ghost' or both, comma-separated)")
     p.add_argument('--vlm-minutes', type=float, default=3., help='time cap of the VLM pretraining for B4/B5 (--ablation)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
