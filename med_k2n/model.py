@@ -91,7 +91,7 @@ class MedK2N(nn.Module):
         self.proj = nn.Conv2d(dim, dim, 1)             # Proj(F_en) of the state update
         self.weighting = FusionWeighting(dim, wdim, M, mode=fusion, n_slots=n_slots)
         self.heads = TaskHeadNet(dim, ch[1], ch[0], wdim, M, k_head, widths=tuple(dec_widths) if dec_widths else None)
-        self.quality_net = QualityNet(self.heads.widths[2], wdim)
+        self.quality_net = QualityNet(self.heads.widths[2], wdim, k_head=k_head)
         self.state_quality = StateQuality(dim, wdim)
         self.frame_trust = FrameTrust(ch[0], dim, wdim, M)
 
