@@ -11,7 +11,8 @@ preset, batch 8. The three main models differ only in the network: the same data
 (`--corrupt-p`, `learner.InputCorruption`), loss and number of steps. The training budget `--minutes` is for the three main models together: the slices/s of
 each model are measured on a few training steps first, and the number of epochs (the same for all three,
 hence the same number of optimisation steps) is the largest that fits. `--epochs N` overrides it.
-Evaluation (14 patterns x every foreground slice of the test subjects, plus the robustness runs) comes on
+Evaluation (14 patterns x every test slice with at least 5% foreground, the kind the models train on
+(`evaluate`'s default), plus the robustness runs) comes on
 top of the training budget; on a CPU it scores 12 evenly spaced slices per test subject (`--max-slices`, 0 for all).
 Med-K2N is scored twice, with its quality-driven acceptance (`accept='quality'`, the default at inference) and
 with every auxiliary frame accepted (`accept='all'`, as in training), so the effect of the gate shows. With `accept='quality'` a rejected auxiliary
