@@ -88,7 +88,7 @@ def test_each_ablation_switch_changes_the_output(model):
 class _Falling(nn.Module):
     "State-quality predictor patched so that every call scores lower than the previous one: every gain < 0"
     calls = 0
-    def forward(self, S, c, frames):
+    def forward(self, S, *args):
         self.calls += 1
         return S.new_full((len(S),), -float(self.calls))
 
