@@ -94,6 +94,7 @@ def test_robustness_reports_drops_and_weights(phantom):
     bp, s = rob['by_pattern'], rob['summary']
     assert len(bp) == sum(len(t.targets) for t in eval_patterns('brats') if 't1c' in t.inputs)
     assert bp.psnr_drop.notna().all() and np.isfinite(s['psnr_drop'])
+    assert bp.psnr_brain_drop.notna().all() and np.isfinite(s['psnr_brain_drop']) and np.isfinite(s['psnr_brain_drop_fused'])
     assert np.isfinite(s['weight_clean']) and np.isfinite(s['weight_corrupt'])
     # corruption changes the inputs, so the scores change
     assert (bp.psnr_clean != bp.psnr_corrupt).any()
