@@ -10,7 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
-python - <<'PY'
+PY=${PYTHON:-$(command -v python || command -v python3)}   # a CUDA image may have only python3
+"$PY" - <<'PY'
 import torch, sys
 if not torch.cuda.is_available(): sys.exit("bench/gpu.sh needs a CUDA GPU (torch.cuda.is_available() is False); use bench/quality.py on CPU")
 print("GPU:", torch.cuda.get_device_name(), "| bf16:", torch.cuda.is_bf16_supported())
@@ -18,7 +19,7 @@ try:
     import mamba_ssm; print("mamba_ssm", mamba_ssm.__version__, "(CUDA selective scan)")
 except ImportError: print("mamba_ssm not installed: the spiral mixer uses mambapy (slower)")
 PY
-python bench/quality.py \
+"$PY" bench/quality.py \
   --out "${OUT:-/tmp/med_k2n_quality_gpu}" \
   --preset "${PRESET:-paper}" --size "${SIZE:-256}" \
   --minutes "${MINUTES:-10}" --bs "${BS:-16}" --eval-bs "${EVAL_BS:-64}" --lr "${LR:-1e-3}" \

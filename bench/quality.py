@@ -49,6 +49,7 @@ def parse_args(argv=None):
     p.add_argument('--kinds', default='noise', help="corruptions of the robustness test ('noise', 'ghost' or both, comma-separated)")
     p.add_argument('--vlm-minutes', type=float, default=3., help='time cap of the VLM pretraining for B4/B5 (--ablation)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
+    p.add_argument('--workers', type=int, default=0, help='processes writing the phantom and the slice cache (0: one per CPU core)')
     p.add_argument('--no-progress', action='store_true')
     p.add_argument('--combine', nargs='+', metavar='DIR', help='no training: pool the results.csv of earlier runs (e.g. one per --seed) into one '
                    'Table 1, each run\'s test subjects kept apart, so the Wilcoxon tests pair (run, subject, pattern)')
@@ -63,10 +64,10 @@ def make_data(a, out:Path):
     n = a.train_subjects + a.valid_subjects + a.test_subjects
     data = out/'data'
     t0 = time.time()
-    write_phantom_dataset(data, subjects=n, size=a.size, seed=a.seed, progress=not a.no_progress)
+    write_phantom_dataset(data, subjects=n, size=a.size, seed=a.seed, progress=not a.no_progress, workers=a.workers)
     log(f"phantom: {n} subjects at {a.size} px in {time.time()-t0:.0f} s -> {data}")
     cache = prepare(data, cache=out/'cache', size=a.size, valid_pct=a.valid_subjects/n, test_pct=a.test_subjects/n,
-                    seed=a.seed, progress=not a.no_progress)
+                    seed=a.seed, progress=not a.no_progress, workers=a.workers)
     got = {k: len(v) for k, v in cache.splits.items()}
     want = dict(train=a.train_subjects, valid=a.valid_subjects, test=a.test_subjects)
     if got != want:

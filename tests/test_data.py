@@ -183,6 +183,23 @@ def test_prepare_cli_end_to_end(tmp_path):
     assert f"test :     1 subjects" in r.stdout and c.size == 16
 
 
+def test_prepare_cli_workers_same_cache_and_errors_name_the_file(tmp_path):
+    "Two processes build the cache one builds; a broken file in a worker is reported with its path"
+    root = tmp_path / 'data'
+    make_dataset(root, 4)
+    for name, w in (('one', 1), ('two', 2)):
+        r = _cli('prepare', '--data', str(root), '--size', '16', '--cache', str(tmp_path/name), '--workers', str(w))
+        assert r.returncode == 0, r.stderr
+    a, b = D.SliceCache.open(tmp_path/'one'), D.SliceCache.open(tmp_path/'two')
+    assert a.subjects == b.subjects and a.splits == b.splits
+    for s in a.subjects:
+        for k in ('x', 'mask', 'fg'): np.testing.assert_array_equal(a.load(s)[k], b.load(s)[k])
+    bad = sorted(root.rglob('*.nii.gz'))[-1]
+    bad.write_bytes(b'not a nifti file')
+    r = _cli('prepare', '--data', str(root), '--size', '16', '--cache', str(tmp_path/'three'), '--workers', '2')
+    assert r.returncode == 2 and bad.name in r.stderr, r.stderr
+
+
 def test_prepare_cli_no_nifti(tmp_path):
     (tmp_path / 'empty').mkdir()
     (tmp_path / 'empty' / 'notes.txt').write_text('nothing here')

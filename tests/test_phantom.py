@@ -87,8 +87,8 @@ def test_csf_contrast(seed):
 
 def test_byte_identical_and_seed_dependent(tmp_path):
     "Two command-line runs with the same seed give the same bytes; other seeds give other subjects"
-    for name, seed in (('a', 7), ('b', 7), ('c', 8)):
-        r = _cli('--out', tmp_path/name, '--subjects', 2, '--size', 40, '--seed', seed, '--pd')
+    for name, seed, workers in (('a', 7, 1), ('b', 7, 2), ('c', 8, 1)):   # b: two processes, one subject each
+        r = _cli('--out', tmp_path/name, '--subjects', 2, '--size', 40, '--seed', seed, '--pd', '--workers', workers)
         assert r.returncode == 0, r.stderr
     files = sorted(p.relative_to(tmp_path/'a') for p in (tmp_path/'a').rglob('*.nii.gz'))
     assert len(files) == 2 * 6
