@@ -16,7 +16,8 @@ Evaluation (14 patterns x every test slice with at least 5% foreground, the kind
 top of the training budget; on a CPU it scores 12 evenly spaced slices per test subject (`--max-slices`, 0 for all).
 Med-K2N is scored twice, with its quality-driven acceptance (`accept='quality'`, the default at inference) and
 with every auxiliary frame accepted (`accept='all'`, as in training), so the effect of the gate shows. With `accept='quality'` a rejected auxiliary
-frame reports a fusion weight of 0. Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
+frame's update is undone and its weight used is 0; the robustness table shows that weight and, beside it, the fusion
+weight the weighting nets gave the corrupted frame before the gate. Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
 
 Everything goes to `--out`: the phantom, the slice cache, the checkpoints, results.csv and report.md.
 `--combine DIR [DIR ...]` pools earlier runs (say `--seed 0`, `--seed 1`, `--seed 2`, each with its own `--out`) into one table
