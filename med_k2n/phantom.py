@@ -157,9 +157,8 @@ def _ang_waves(rng, k:int, lo:float, hi:float) -> tuple:
     return _waves(rng, k, 2*np.pi/hi, 2*np.pi/lo)
 
 # %% ../nbs/02_phantom.ipynb #9269cea4
-def _anatomy(rng, x, y, z, lesion:bool|None, rng_gd=None) -> tuple:
+def _anatomy(rng, x, y, z, lesion:bool|None, rng_gd) -> tuple:
     "Tissue labels, BraTS seg, lesion masks, heterogeneity fields, gadolinium maps (mM; fraction of the blood's) and a description for world coordinates `x, y, z` (mm)"
-    rng_gd = np.random.default_rng(0) if rng_gd is None else rng_gd
     f32 = np.float32
     # ---- all random draws first, in a fixed order (anatomy does not depend on the grid)
     head_axes = np.array([76., 94., 72.]) * rng.uniform(0.95, 1.05, 3)
