@@ -125,6 +125,12 @@ def _tube(x, y, z, a, b, r):
     t = np.clip(((x-a[0])*d[0] + (y-a[1])*d[1] + (z-a[2])*d[2]) / float(d @ d), 0, 1)
     return (x-a[0]-t*d[0])**2 + (y-a[1]-t*d[1])**2 + (z-a[2]-t*d[2])**2 < r*r
 
+def _tangent(rng) -> tuple:
+    "A random direction `u` of the upper hemisphere and a random unit vector `t` perpendicular to it (a vessel along the surface at `u`)"
+    u = rng.standard_normal(3); u[2] = abs(u[2]); u /= np.linalg.norm(u)
+    t = np.cross(u, rng.standard_normal(3)); t /= np.linalg.norm(t)
+    return u, t
+
 def _rot(ax:float, az:float) -> np.ndarray:
     "Rotation by `ax` radians about x then `az` about z"
     cx, sx, cz, sz = np.cos(ax), np.sin(ax), np.cos(az), np.sin(az)
@@ -184,9 +190,7 @@ def _anatomy(rng, x, y, z, lesion:bool|None, rng_gd) -> tuple:
               for s in (-1, 1) for cx, cy, cz, a in ((11, -12, 0, (8, 15, 9)), (13, 13, 9, (4.5, 11, 8)), (24, 4, -1, (5, 15, 9)))]
     small_vessels = []
     for _ in range(int(rng.integers(3, 7))):
-        u = rng.standard_normal(3); u[2] = abs(u[2]); u /= np.linalg.norm(u)
-        t = np.cross(u, rng.standard_normal(3)); t /= np.linalg.norm(t)
-        small_vessels.append((u, t, rng.uniform(12, 30), rng.uniform(0.8, 1.3)))
+        small_vessels.append(_tangent(rng) + (rng.uniform(12, 30), rng.uniform(0.8, 1.3)))
     has_lesion = rng.uniform() < 0.8
     if lesion is not None: has_lesion = bool(lesion)
     brain_axes = head_axes - 14
@@ -249,6 +253,7 @@ def _anatomy(rng, x, y, z, lesion:bool|None, rng_gd) -> tuple:
     tis[brain & vmask] = L['ventricle']
     # ---- vessels: sinuses along the inner skull, main arteries, random cortical vessels
     a = head_axes
+    surface = lambda u, below=0.: 1 / np.sqrt(np.sum((u / a)**2)) - (th['skin'] + th['fat'] + th['skull'] + th['gap'] + below)  # brain surface along u
     inner = D - t_skull                               # depth below the inner skull surface
     sss = (qx*qx + (inner - 3)**2 < 3.2**2) & (uz > -0.25) & (uy < 0.9)
     trans = ((qz + 0.35*a[2])**2 + (inner - 3)**2 < 3**2) & (qy < -0.3*a[1])
@@ -257,8 +262,7 @@ def _anatomy(rng, x, y, z, lesion:bool|None, rng_gd) -> tuple:
         ves |= _tube(mx, my, mz, (s*6, 12, -20), (s*38, 8, -14), 1.8) | _tube(mx, my, mz, (s*38, 8, -14), (s*52, -8, 4), 1.4)
     ves |= _tube(mx, my, mz, (0, 14, -16), (0, 38, 8), 1.3) | _tube(mx, my, mz, (0, 38, 8), (0, 12, 30), 1.2)
     for u, t, ln, r in small_vessels:
-        R0 = 1 / np.sqrt(np.sum((u / a)**2)) - (th['skin'] + th['fat'] + th['skull'] + th['gap'] + 1)
-        p0 = u * R0
+        p0 = u * surface(u, 1)
         ves |= _tube(qx, qy, qz, p0 - t*ln/2, p0 + t*ln/2, r)
     tis[ves & (D > t_skull - 0.5)] = L['blood']
     # skull-base and neck vessels leave the head through its floor, so they cross every low slice, scalp included:
@@ -323,14 +327,12 @@ def _anatomy(rng, x, y, z, lesion:bool|None, rng_gd) -> tuple:
     w_ext = _waves(rng_gd, 8, 20, 60)
     veins = []
     for _ in range(int(rng_gd.integers(30, 70))):
-        u = rng_gd.standard_normal(3); u[2] = abs(u[2]); u /= np.linalg.norm(u)
-        t = np.cross(u, rng_gd.standard_normal(3)); t /= np.linalg.norm(t)
-        veins.append((u, t, rng_gd.uniform(15, 40), rng_gd.uniform(0.9, 1.6), rng_gd.uniform(0.2, 0.5)))
+        veins.append(_tangent(rng_gd) + (rng_gd.uniform(15, 40), rng_gd.uniform(0.9, 1.6), rng_gd.uniform(0.2, 0.5)))
     rel = UPTAKE_LUT[tis]
     ext = np.isin(tis, (L['skin'], L['marrow']))
     rel[ext] *= (1 + f32(0.8)*_field(w_ext, qx[ext], qy[ext], qz[ext])).clip(0)
     for u, t, ln, r, frac in veins:
-        p0 = u * (1 / np.sqrt(np.sum((u / a)**2)) - (th['skin'] + th['fat'] + th['skull'] + th['gap']))
+        p0 = u * surface(u)
         tube = _tube(qx, qy, qz, p0 - t*ln/2, p0 + t*ln/2, r) & csf
         rel[tube] = np.maximum(rel[tube], f32(frac))
     desc = dict(head_axes=head_axes.round(2).tolist(), centre=centre.round(2).tolist(), atrophy=round(float(atrophy), 3),
