@@ -7,6 +7,7 @@
 #
 #   bench/gpu.sh [extra quality.py options, e.g. --ablation]
 #   OUT=/data/q MINUTES=10 SIZE=256 BS=16 PRESET=paper SUBJECTS_TRAIN=16 SUBJECTS_TEST=4 bench/gpu.sh
+# LR=… sets one peak learning rate for every model (default: each architecture's, learner.DEFAULT_LR).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
@@ -22,6 +23,6 @@ PY
 "$PY" bench/quality.py \
   --out "${OUT:-/tmp/med_k2n_quality_gpu}" \
   --preset "${PRESET:-paper}" --size "${SIZE:-256}" \
-  --minutes "${MINUTES:-10}" --bs "${BS:-16}" --eval-bs "${EVAL_BS:-64}" --lr "${LR:-1e-3}" \
+  --minutes "${MINUTES:-10}" --bs "${BS:-16}" --eval-bs "${EVAL_BS:-64}" ${LR:+--lr "$LR"} \
   --train-subjects "${SUBJECTS_TRAIN:-16}" --valid-subjects "${SUBJECTS_VALID:-1}" --test-subjects "${SUBJECTS_TEST:-4}" \
   --seed "${SEED:-0}" --vlm-minutes "${VLM_MINUTES:-2}" --no-progress "$@"

@@ -30,10 +30,11 @@ from .io import atomic_path
 from .data import corrupt_slices
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'DIST_TIMEOUT_S', 'task_seed', 'draw_tasks', 'TaskSampler', 'InputCorruption', 'arch_name', 'save_model',
-           'read_model_json', 'load_model', 'unwrap_model', 'CheckpointCallback', 'QualityCalibration', 'HistoryLogger',
-           'build_model', 'k2n_learner', 'world_size', 'get_rank', 'setup_distributed', 'teardown_distributed',
-           'rank_first', 'K2NDistributedDL', 'K2NDistributedTrainer', 'distrib_ctx', 'train', 'train_cmd']
+__all__ = ['ABLATIONS', 'DEFAULT_LR', 'DIST_TIMEOUT_S', 'task_seed', 'draw_tasks', 'TaskSampler', 'InputCorruption', 'arch_name',
+           'save_model', 'read_model_json', 'load_model', 'unwrap_model', 'CheckpointCallback', 'QualityCalibration',
+           'HistoryLogger', 'build_model', 'k2n_learner', 'world_size', 'get_rank', 'setup_distributed',
+           'teardown_distributed', 'rank_first', 'K2NDistributedDL', 'K2NDistributedTrainer', 'distrib_ctx', 'train',
+           'train_cmd']
 
 # %% ../nbs/22_learner.ipynb #5423a238
 def task_seed(seed:int, epoch:int, batch:int, rank:int=0, train:bool=True) -> int:
@@ -221,8 +222,13 @@ def build_model(arch:str='medk2n', preset:str='cpu', modalities='brats', size:in
     if fusion is not None: kwargs['fusion'] = fusion
     return archs['medk2n'].from_preset(preset, modalities=modalities, size=size, **kwargs)
 
+# Peak learning rate of each architecture's one-cycle schedule (AdamW, batch 8), from a sweep on the phantom benchmark
+# (bench/quality.py, seed 0, 2 epochs): the U-Net reached 16.8 / 23.0 / 22.5 dB validation PSNR at 1e-3 / 3e-3 / 1e-2,
+# Med-K2N is best at 1e-3. A baseline trained at another model's learning rate is not a fair baseline.
+DEFAULT_LR = {'medk2n': 1e-3, 'unet': 3e-3}
+
 def k2n_learner(dls, model:nn.Module|None=None, arch:str='medk2n', preset:str='cpu', ablation:str|None=None,
-                curriculum:bool=True, vlm=None, lr:float=1e-3, wd:float=0.01, seed:int=0, loss_kwargs:dict|None=None,
+                curriculum:bool=True, vlm=None, lr:float|None=None, wd:float=0.01, seed:int=0, loss_kwargs:dict|None=None,
                 cbs=None, corrupt:float=0.2, **model_kwargs) -> Learner:
     "A fastai `Learner` training one model for every K→N task on `dls` (from `k2n_dataloaders`)"
     fusion, use_cmim = model_kwargs.pop('fusion', None), vlm is not None
@@ -236,6 +242,7 @@ def k2n_learner(dls, model:nn.Module|None=None, arch:str='medk2n', preset:str='c
     ms = tuple(dls.modalities)
     torch.manual_seed(seed)
     if model is None: model = build_model(arch, preset, ms, dls.size, fusion=fusion, **model_kwargs)
+    if lr is None: lr = DEFAULT_LR[getattr(model, 'config', {}).get('arch', arch)]
     cmim = None
     if use_cmim:
         from med_k2n.cmim import CMIM
@@ -383,7 +390,7 @@ def train(data, # dataset folder (any supported layout), or a slice-cache folder
           vlm:str|None=None, # folder of a pretrained modality CLIP (`med-k2n pretrain-vlm`) for CMIM
           resume:str|None=None, # checkpoint folder to resume from
           seed:int=0, # seed of splits, tasks, augmentation and initialisation
-          lr:float=1e-3, # peak learning rate
+          lr:float|None=None, # peak learning rate (default: `DEFAULT_LR` of the architecture)
           modalities:str='brats', # modality set of the model
           cache:str|None=None, # root of the slice cache (default: inside the dataset folder)
           progress:bool=True, # show progress bars
@@ -430,14 +437,14 @@ def _train(data, out, preset, size, epochs, bs, arch, ablation, curriculum, vlm,
     info = dict(data=str(Path(data).resolve()) if isinstance(data, (str, Path)) else None,
                 cache=str(dls.cache.root), preprocessing=dls.cache.meta.get('params'),
                 train=dict(preset=preset, epochs=epochs, bs=bs, ablation=ablation, curriculum=curriculum, corrupt=corrupt, seed=seed,
-                           lr=lr, vlm=str(vlm) if vlm else None, resumed_from=str(resume) if resume else None,
+                           lr=learn.lr, vlm=str(vlm) if vlm else None, resumed_from=str(resume) if resume else None,
                            world_size=world_size(), global_bs=bs*world_size()))
     cbs = [CheckpointCallback(out, **info)] + ([HistoryLogger(fname='history.csv', append=start_epoch > 0)] if main else [])
     t0 = time.time()
     with ExitStack() as stack:
         if not (progress and main): stack.enter_context(learn.no_bar())
         stack.enter_context(distrib_ctx(learn))
-        learn.fit_one_cycle(epochs, lr, start_epoch=start_epoch, cbs=cbs)
+        learn.fit_one_cycle(epochs, learn.lr, start_epoch=start_epoch, cbs=cbs)
     secs = time.time() - t0
     n = len(dls.train.dataset) * (epochs - start_epoch)   # every slice once per epoch, over all ranks together
     learn.train_seconds, learn.slices_per_second = secs, n / max(secs, 1e-9)
@@ -460,7 +467,7 @@ def train_cmd(data:str=None, # dataset folder (BraTS, ISLES, IXI, generic or a p
               vlm:str=None, # folder of a pretrained modality CLIP (med-k2n pretrain-vlm) to train with CMIM
               resume:str=None, # checkpoint folder to resume from
               seed:int=0, # random seed
-              lr:float=1e-3, # peak learning rate
+              lr:float=None, # peak learning rate (default: 1e-3 for medk2n, 3e-3 for unet)
               modalities:str='brats', # modality set: brats, ixi, isles or a comma list
              ):
     "Train one Med-K2N model (or a baseline) for every K→N task of a dataset"
