@@ -20,8 +20,8 @@ from .weighting import mlp, global_pool
 
 # %% auto #0
 __all__ = ['HEAD_KINDS', 'K2NOutput', 'check_batch', 'FiLMBlock', 'ResDilated', 'make_head', 'TaskHeadNet', 'PixelSkip',
-           'QualityNet', 'select_candidates', 'StateQuality', 'pair_ssim', 'candidate_quality_loss', 'rank_loss',
-           'state_quality_loss', 'quality_loss', 'trust_loss']
+           'ModalityProjection', 'QualityNet', 'select_candidates', 'StateQuality', 'pair_ssim',
+           'candidate_quality_loss', 'rank_loss', 'state_quality_loss', 'quality_loss', 'trust_loss']
 
 # %% ../nbs/14_heads.ipynb #bf65ec3d
 @dataclass
@@ -154,6 +154,19 @@ class PixelSkip(nn.Module):
                 modality:Tensor): # [N] modality index of each frame
         "The skip features [N, c1, S, S] of each frame"
         return self.conv(x) + self.mod_emb(modality)[:, :, None, None].to(x.dtype)
+
+# %% ../nbs/14_heads.ipynb #144f2685
+class ModalityProjection(nn.Module):
+    "A 1×1 projection per modality (identity at init), applied to each frame's features before a mean over frames"
+    def __init__(self, channels:int, # feature channels (in and out)
+                 n_modalities:int=4): # modalities with their own projection
+        super().__init__()
+        self.weight = nn.Parameter(torch.eye(channels).repeat(n_modalities, 1, 1))
+        self.bias = nn.Parameter(torch.zeros(n_modalities, channels))
+    def forward(self, f:Tensor, # [N,C,H,W] features of N frames
+                modality:Tensor): # [N] modality index of each frame
+        "The features of each frame through its modality's projection, [N,C,H,W]"
+        return torch.einsum('noc,nchw->nohw', self.weight[modality].to(f.dtype), f) + self.bias[modality].to(f.dtype)[:, :, None, None]
 
 # %% ../nbs/14_heads.ipynb #f035608f
 class QualityNet(nn.Module):

@@ -20,14 +20,14 @@ from .encoder import FrameEncoder, PRESETS
 from .multiscale import MultiScaleNet
 from .memory import MemoryEncoder, MemoryBank, MemoryAttention
 from .weighting import FusionWeighting, FrameTrust, fusion_mode
-from .heads import K2NOutput, TaskHeadNet, PixelSkip, QualityNet, StateQuality, select_candidates, check_batch, state_quality_loss, pair_ssim
+from .heads import K2NOutput, TaskHeadNet, PixelSkip, ModalityProjection, QualityNet, StateQuality, select_candidates, check_batch, state_quality_loss, pair_ssim
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'MedK2N']
 
 # %% ../nbs/15_model.ipynb #97112609
 MODEL_PRESETS = {k: {**v, 'wdim': 64 if k == 'cpu' else 128, 'n_slots': 16, 'k_head': 2, 'fusion': 'full',
-                     'pixel_channels': 8 if k == 'cpu' else 16}
+                     'pixel_channels': 8 if k == 'cpu' else 16, 'skip_proj': True}
                  for k, v in PRESETS.items()}
 
 # %% ../nbs/15_model.ipynb #561c0565
@@ -57,6 +57,7 @@ class MedK2N(nn.Module):
                  n_slots:int=16, # task memory slots per target
                  k_head:int=2, # candidates per target
                  pixel_channels:int=8, # channels of the decoder's full-resolution skip (0: none, the stride-2 stem is the finest)
+                 skip_proj:bool=False, # a 1×1 projection per modality on each frame's skips before their mean (presets: on; off rebuilds older checkpoints)
                  dec_widths:list|None=None, # decoder widths at strides 4, 2, 1
                  fusion:str='full', # ablation: 'B0' average, 'B1' +PreWeight, 'B2' +Threshold, 'B3'/'full' +EffiWeight
                  select_temp:float=0.1, # softmax temperature of the candidate mixture in training
@@ -75,7 +76,7 @@ class MedK2N(nn.Module):
         self._config = dict(arch='medk2n', modalities=list(self.modalities), size=int(size), backbone=backbone, dim=dim,
                             mem_dim=mem_dim, stem_channels=stem_channels, d_state=d_state, expand=expand, d_conv=d_conv, mixer=mixer, mem_heads=mem_heads,
                             mem_layers=mem_layers, wdim=wdim, n_slots=n_slots, k_head=k_head,
-                            dec_widths=list(dec_widths) if dec_widths else None, pixel_channels=int(pixel_channels), fusion=fusion_mode(fusion),
+                            dec_widths=list(dec_widths) if dec_widths else None, pixel_channels=int(pixel_channels), skip_proj=bool(skip_proj), fusion=fusion_mode(fusion),
                             select_temp=select_temp, pretrained_path=None if pretrained_path is None else str(pretrained_path),
                             lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, preset=preset, **extra)
         self.size, self.select_temp = int(size), select_temp
@@ -96,6 +97,7 @@ class MedK2N(nn.Module):
         self.weighting = FusionWeighting(dim, wdim, M, mode=fusion, n_slots=n_slots)
         self.heads = TaskHeadNet(dim, ch[1], ch[0], wdim, M, k_head, widths=tuple(dec_widths) if dec_widths else None, c1=int(pixel_channels))
         self.pixel_skip = PixelSkip(int(pixel_channels), M) if pixel_channels else None
+        self.skip_proj = nn.ModuleList([ModalityProjection(c, M) for c in (ch[1], ch[0], int(pixel_channels)) if c]) if skip_proj else None
         self.quality_net = QualityNet(self.heads.widths[2], wdim, k_head=k_head)
         self.state_quality = StateQuality(dim, wdim, M)
         self.frame_trust = FrameTrust(ch[0], dim, wdim, M)
@@ -164,6 +166,7 @@ class MedK2N(nn.Module):
         trust = self.frame_trust(stem, feat, fm)
         rank = torch.arange(M, device=dev).expand(B, M).clone()
         if not b0: rank[fb, fm] += M * (trust.detach() < 0.5).long()
+        if self.skip_proj is not None: lvl4, stem = self.skip_proj[0](lvl4, fm), self.skip_proj[1](stem, fm)   # the skips, each modality in its own subspace
         # the skips carry pixel detail only as far as the sample's most trusted input is trusted (1 in B0)
         detail = x.new_ones(B) if b0 else x.new_zeros(B).scatter_reduce(0, fb, trust.detach().to(x.dtype), 'amax', include_self=False)
         rank = rank.masked_fill(~inputs, 2*M)
@@ -183,6 +186,7 @@ class MedK2N(nn.Module):
         s4n = lvl4[key_n]
         s2n, s2d = stem[key_n], stem.new_ones(P, 1, *stem.shape[-2:])
         px = None if self.pixel_skip is None else self.pixel_skip(frames, fm)   # full-resolution skip per frame
+        if px is not None and self.skip_proj is not None: px = self.skip_proj[2](px, fm)
         if px is not None: s1n, s1d = px[key_n], px.new_ones(P, 1, *x.shape[-2:])
         weights, gains, steps = x.new_zeros(B, M, M), x.new_zeros(B, M, M), x.new_zeros(B, M, M)
         proposed = x.new_zeros(B, M, M)               # the weighting nets' weight of each frame, before the gate
