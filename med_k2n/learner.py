@@ -467,7 +467,7 @@ def train_cmd(data:str=None, # dataset folder (BraTS, ISLES, IXI, generic or a p
               vlm:str=None, # folder of a pretrained modality CLIP (med-k2n pretrain-vlm) to train with CMIM
               resume:str=None, # checkpoint folder to resume from
               seed:int=0, # random seed
-              lr:float=None, # peak learning rate (default: 1e-3 for medk2n, 3e-3 for unet)
+              lr:float=None, # peak learning rate (default: the architecture's, `DEFAULT_LR`)
               modalities:str='brats', # modality set: brats, ixi, isles or a comma list
              ):
     "Train one Med-K2N model (or a baseline) for every K→N task of a dataset"
