@@ -138,7 +138,7 @@ class TaskHeadNet(nn.Module):
         cands = f.new_zeros(P, self.k_head, H, W)
         for j in tgt.unique().tolist():
             idx = (tgt == j).nonzero(as_tuple=True)[0]
-            cands[idx] = torch.cat([h(f[idx]) for h in self.heads[j]], 1)
+            cands[idx] = torch.cat([h(f[idx]) for h in self.heads[j]], 1).to(cands.dtype)   # CUDA autocast: f is float32 after GroupNorm, a head's conv gives bfloat16
         return cands, f
 
 # %% ../nbs/14_heads.ipynb #67eaf376

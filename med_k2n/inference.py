@@ -199,6 +199,8 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
     shape, Z, M = vols.shape, mask.shape[2], len(ms)
     zs = np.flatnonzero(mask.any((0, 1)))
     dev = _device(device)
+    p0 = next(model.parameters(), None)
+    home, was_training = (dev if p0 is None else p0.device), model.training   # given back as found
     model = model.eval().to(dev)
     imask = torch.tensor([m in ins for m in ms], device=dev)
     tmask = torch.tensor([m in ts for m in ms], device=dev)
@@ -208,16 +210,18 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
     qual = np.zeros_like(img) if has_q else None
     wsum, asum, ssum = np.zeros((M, M)), np.zeros((M, M)), np.zeros(M)
     batches = [zs[i:i + int(bs)] for i in range(0, len(zs), int(bs))]
-    with torch.no_grad(), _autocast(dev):
-        for b in (progress_bar(batches, leave=False) if progress and batches else batches):
-            xb = torch.from_numpy(np.ascontiguousarray(x[:, b].transpose(1, 0, 2, 3))).to(dev)
-            n = len(b)
-            out = model(xb, imask.expand(n, M), tmask.expand(n, M), accept=accept)
-            img[:, b] = out.images[:, tix].float().clamp(0, 1).cpu().numpy().transpose(1, 0, 2, 3)
-            if has_q: qual[:, b] = out.quality[:, tix].float().clamp(min=0).cpu().numpy().transpose(1, 0, 2, 3)
-            wsum += out.weights.float().sum(0).cpu().numpy()
-            if out.accepted is not None: asum += out.accepted.float().sum(0).cpu().numpy()
-            ssum += out.scores.float().sum(0).cpu().numpy()
+    try:
+        with torch.no_grad(), _autocast(dev):
+            for b in (progress_bar(batches, leave=False) if progress and batches else batches):
+                xb = torch.from_numpy(np.ascontiguousarray(x[:, b].transpose(1, 0, 2, 3))).to(dev)
+                n = len(b)
+                out = model(xb, imask.expand(n, M), tmask.expand(n, M), accept=accept)
+                img[:, b] = out.images[:, tix].float().clamp(0, 1).cpu().numpy().transpose(1, 0, 2, 3)
+                if has_q: qual[:, b] = out.quality[:, tix].float().clamp(min=0).cpu().numpy().transpose(1, 0, 2, 3)
+                wsum += out.weights.float().sum(0).cpu().numpy()
+                if out.accepted is not None: asum += out.accepted.float().sum(0).cpu().numpy()
+                ssum += out.scores.float().sum(0).cpu().numpy()
+    finally: model.train(was_training).to(home)   # the caller's model stays on its device, in its mode
     nz = max(len(zs), 1)
     ref_m = vols.reference_modality
     scale = (pre['stats'][ref_m].hi - pre['stats'][ref_m].lo) if intensity == 'reference' else 1.

@@ -25,8 +25,9 @@ from .io import atomic_write, subject_map
 
 # %% auto #0
 __all__ = ['TISSUES', 'TISSUE_LABEL', 'TISSUE_TABLE', 'PHANTOM_MODALITIES', 'SEQUENCES', 'UPTAKE', 'UPTAKE_LUT', 'SNR_3T',
-           'ARTEFACTS', 'tissue_parameters', 'flair_ti', 'signal', 'Phantom', 'phantom_affine', 'default_depth',
-           'make_phantom', 'parameter_table', 'subject_seed', 'subject_id', 'write_phantom_dataset', 'phantom_cmd']
+           'T1C_3D_FRACTION', 'ARTEFACTS', 'tissue_parameters', 'flair_ti', 'signal', 't1c_protocol', 'Phantom',
+           'phantom_affine', 'default_depth', 'make_phantom', 'parameter_table', 'subject_seed', 'subject_id',
+           'write_phantom_dataset', 'phantom_cmd']
 
 # %% ../nbs/02_phantom.ipynb #8f845ec0
 TISSUES = ('background', 'skin', 'fat', 'bone', 'marrow', 'csf', 'gm', 'wm', 'deep_gm', 'ventricle',
@@ -86,6 +87,14 @@ def _protocol(m:str, field_strength:float) -> dict:
     seq = dict(SEQUENCES[m])
     if seq['kind'] == 'IR': seq['TI'] = flair_ti(tissue_parameters(field_strength)['csf']['T1'], seq['TR'])
     return seq
+
+T1C_3D_FRACTION = 0.5   # subjects whose T1c is a 3-D inversion-prepared gradient echo; the others: the 2-D spin echo of T1n
+
+def t1c_protocol(rng:np.random.Generator, field_strength:float) -> dict:
+    "One subject's T1c protocol: T1n's 2-D spin echo, or (`T1C_3D_FRACTION` of subjects) a 3-D MPRAGE-like inversion-prepared gradient echo whose TR and TI vary between sites"
+    is3d, tr, f = rng.random() < T1C_3D_FRACTION, rng.uniform(1900, 2300), rng.uniform(0.8, 1.0)   # drawn alike for both kinds
+    if not is3d: return dict(SEQUENCES['t1c'])
+    return dict(kind='IR', TR=round(float(tr)), TE=3., TI=round(float(f * tissue_parameters(field_strength)['wm']['T1'])))
 
 # %% ../nbs/02_phantom.ipynb #6d9710fa
 def _waves(rng, k:int, lo:float, hi:float) -> tuple:
@@ -433,11 +442,12 @@ def make_phantom(seed:int=0, # subject seed: same seed, bit-identical phantom
             m = lm & (tis == TISSUE_LABEL[t])
             PD[m] *= fp; T1[m] *= f1; T2[m] *= f2
     # ---- images
+    t1c_seq = t1c_protocol(np.random.default_rng([seed, 4]), B0)   # its own stream: nothing else changes with it
     wm = tis == TISSUE_LABEL['wm']
     images, seqs, snrs, gains = {}, {}, {}, {}
     for m in ms:
         rm = np.random.default_rng([seed, 1, MODALITIES.index(m)])
-        seq = _protocol(m, B0); seqs[m] = seq
+        seq = t1c_seq if m == 't1c' else _protocol(m, B0); seqs[m] = seq
         wb = _waves(rm, 6, 150, 400)
         gain = float(rm.uniform(700, 1400))
         ghost = (rm.uniform(4, 8) / (240/size), rm.uniform(6, 12), rm.uniform(0, 2*np.pi))
