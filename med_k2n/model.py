@@ -27,7 +27,7 @@ __all__ = ['MODEL_PRESETS', 'MedK2N']
 
 # %% ../nbs/15_model.ipynb #97112609
 MODEL_PRESETS = {k: {**v, 'wdim': 64 if k == 'cpu' else 128, 'n_slots': 16, 'k_head': 2, 'fusion': 'full',
-                     'pixel_channels': 8 if k == 'cpu' else 16, 'skip_proj': True}
+                     'pixel_channels': 8 if k == 'cpu' else 16, 'skip_proj': True, 'key_select': True}
                  for k, v in PRESETS.items()}
 
 # %% ../nbs/15_model.ipynb #561c0565
@@ -58,6 +58,7 @@ class MedK2N(nn.Module):
                  k_head:int=2, # candidates per target
                  pixel_channels:int=8, # channels of the decoder's full-resolution skip (0: none, the stride-2 stem is the finest)
                  skip_proj:bool=False, # a 1×1 projection per modality on each frame's skips before their mean (presets: on; off rebuilds older checkpoints)
+                 key_select:bool=False, # per target, the key frame and the auxiliary order by the state-quality table's SSIM of each input alone (off: canonical order)
                  dec_widths:list|None=None, # decoder widths at strides 4, 2, 1
                  fusion:str='full', # ablation: 'B0' average, 'B1' +PreWeight, 'B2' +Threshold, 'B3'/'full' +EffiWeight
                  select_temp:float=0.1, # softmax temperature of the candidate mixture in training
@@ -76,10 +77,10 @@ class MedK2N(nn.Module):
         self._config = dict(arch='medk2n', modalities=list(self.modalities), size=int(size), backbone=backbone, dim=dim,
                             mem_dim=mem_dim, stem_channels=stem_channels, d_state=d_state, expand=expand, d_conv=d_conv, mixer=mixer, mem_heads=mem_heads,
                             mem_layers=mem_layers, wdim=wdim, n_slots=n_slots, k_head=k_head,
-                            dec_widths=list(dec_widths) if dec_widths else None, pixel_channels=int(pixel_channels), skip_proj=bool(skip_proj), fusion=fusion_mode(fusion),
+                            dec_widths=list(dec_widths) if dec_widths else None, pixel_channels=int(pixel_channels), skip_proj=bool(skip_proj), key_select=bool(key_select), fusion=fusion_mode(fusion),
                             select_temp=select_temp, pretrained_path=None if pretrained_path is None else str(pretrained_path),
                             lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, preset=preset, **extra)
-        self.size, self.select_temp = int(size), select_temp
+        self.size, self.select_temp, self.key_select = int(size), select_temp, bool(key_select)
         self.encoder = FrameEncoder(**_fit_kwargs(FrameEncoder, dict(
             backbone=backbone, n_modalities=M, img_size=size, pretrained_path=pretrained_path, lora_rank=lora_rank,
             lora_alpha=lora_alpha, stem_channels=stem_channels, lora=lora, **extra)))
@@ -170,13 +171,18 @@ class MedK2N(nn.Module):
         # the skips carry pixel detail only as far as the sample's most trusted input is trusted (1 in B0)
         detail = x.new_ones(B) if b0 else x.new_zeros(B).scatter_reduce(0, fb, trust.detach().to(x.dtype), 'amax', include_self=False)
         rank = rank.masked_fill(~inputs, 2*M)
-        order = rank.argsort(1)[:, :int(K.max())]
-        order = order.masked_fill(torch.arange(order.shape[1], device=dev) >= K[:, None], -1)
-        # 2. pairs
+        # 2. pairs, each with its frame order: trusted inputs first, then untrusted ones, canonical order within each
         pb, pj = targets.nonzero(as_tuple=True)
         P = len(pb)
+        rank = rank[pb].float()
+        if self.key_select and not b0:   # within each class, the inputs whose lone image of this target scores best come first
+            q1 = self.state_quality.table[self.state_quality.bits].float()   # [M source, M target] SSIM of an image decoded from one frame
+            cls = torch.div(rank, M, rounding_mode='floor')
+            rank = cls * 4 + 2 * (1 - q1[:, pj].T.clamp(0, 1)) + 1e-3 * (rank - cls * M)   # ties: canonical order
+        order = rank.argsort(1)[:, :int(K.max())]
+        order = order.masked_fill(torch.arange(order.shape[1], device=dev) >= K[pb, None], -1)
         c_task = self.task_ctx(pj)
-        key_m = order[pb, 0]; key_n = slot[pb, key_m]
+        key_m = order[:, 0]; key_n = slot[pb, key_m]
         f_base = feat[key_n]
         # 3. key frame
         g, beta = self.state_film(c_task).chunk(2, 1)
@@ -199,7 +205,7 @@ class MedK2N(nn.Module):
         # 4. auxiliary frames, in canonical order
         for t in range(1, order.shape[1]):
             valid = K[pb] > t
-            src = torch.where(valid, order[pb, t], key_m)
+            src = torch.where(valid, order[:, t], key_m)
             n = slot[pb, src]
             F_en = self.mem_attention(feat[n], bank)
             W = self.weighting(S, F_en, f_base, src, pj)['W']

@@ -86,8 +86,8 @@ def test_each_ablation_switch_changes_the_output(model):
         for b in range(a + 1, len(ks)): assert not torch.equal(res[ks[a]], res[ks[b]]), (ks[a], ks[b])
 
 class _Falling(nn.Module):
-    "State-quality predictor patched so that every call scores lower than the previous one: every gain < 0"
-    calls = 0
+    "State-quality predictor patched so that every call scores lower than the previous one: every gain < 0 (the real one's table still orders the frames)"
+    def __init__(self, sq): super().__init__(); self.calls, self.table, self.bits = 0, sq.table, sq.bits
     def forward(self, S, *args):
         self.calls += 1
         return S.new_full((len(S),), -float(self.calls))
@@ -95,7 +95,7 @@ class _Falling(nn.Module):
 def test_accept_quality_undoes_negative_gain_updates(model):
     i, t = task_batch('t1n,t1c,t2w->t2f', 2)
     x = torch.rand(2, 4, 64, 64)
-    sq, model.state_quality = model.state_quality, _Falling()
+    sq = model.state_quality; model.state_quality = _Falling(sq)
     try:
         with torch.no_grad():
             oa, oq = model(x, i, t, accept='all'), model(x, i, t, accept='quality')
