@@ -163,7 +163,7 @@ class MedK2N(nn.Module):
         slot = torch.full((B, M), -1, dtype=torch.long, device=dev)
         slot[fb, fm] = torch.arange(len(fb), device=dev)
         K = inputs.sum(1)
-        # frame trust: the key is the first trusted input in canonical order; B0 (plain average) ignores it
+        # frame trust: untrusted inputs come after trusted ones (the key is trusted if any input is); B0 (plain average) ignores it
         trust = self.frame_trust(stem, feat, fm)
         rank = torch.arange(M, device=dev).expand(B, M).clone()
         if not b0: rank[fb, fm] += M * (trust.detach() < 0.5).long()
@@ -202,7 +202,7 @@ class MedK2N(nn.Module):
         q = self.state_quality(S, c_task, fused, pj)
         steps[pb, key_m, pj] = q.detach().to(steps.dtype)
         total = S.new_ones(P, 1, *S.shape[-2:])        # weight in the state's weighted mean, per pixel: the key frame's 1
-        # 4. auxiliary frames, in canonical order
+        # 4. auxiliary frames, in each pair's order
         for t in range(1, order.shape[1]):
             valid = K[pb] > t
             src = torch.where(valid, order[:, t], key_m)
