@@ -20,7 +20,7 @@ from .weighting import mlp, global_pool
 
 # %% auto #0
 __all__ = ['HEAD_KINDS', 'K2NOutput', 'check_batch', 'FiLMBlock', 'ResDilated', 'make_head', 'TaskHeadNet', 'PixelSkip',
-           'ModalityProjection', 'QualityNet', 'select_candidates', 'StateQuality', 'pair_ssim',
+           'ModalityProjection', 'PixelFusion', 'QualityNet', 'select_candidates', 'StateQuality', 'pair_ssim',
            'candidate_quality_loss', 'rank_loss', 'state_quality_loss', 'quality_loss', 'trust_loss']
 
 # %% ../nbs/14_heads.ipynb #bf65ec3d
@@ -167,6 +167,23 @@ class ModalityProjection(nn.Module):
                 modality:Tensor): # [N] modality index of each frame
         "The features of each frame through its modality's projection, [N,C,H,W]"
         return torch.einsum('noc,nchw->nohw', self.weight[modality].to(f.dtype), f) + self.bias[modality].to(f.dtype)[:, :, None, None]
+
+# %% ../nbs/14_heads.ipynb #b8d2f6e4
+class PixelFusion(nn.Module):
+    "Full-resolution skip of each (sample, target) pair from the pixels of all its input frames, each scaled by its fusion share"
+    def __init__(self, channels:int=8, # output channels c1
+                 n_modalities:int=4): # size M of the modality set
+        super().__init__()
+        self.n_modalities = n_modalities
+        gn = lambda: nn.GroupNorm(min(4, channels), channels)
+        self.body = nn.Sequential(nn.Conv2d(2*n_modalities, channels, 3, 1, 1), gn(), nn.GELU(),
+                                  nn.Conv2d(channels, channels, 3, 1, 1), gn(), nn.GELU())
+    def forward(self, x:Tensor, # [P,M,S,S] each pair's slices (only input channels are read: `share` is 0 elsewhere)
+                share:Tensor): # [P,M,S,S] each input frame's share of the fusion per pixel (≥ 0, summing to 1 over the inputs; 0 elsewhere)
+        "The skip features [P, c1, S, S]"
+        if x.shape != share.shape or x.ndim != 4 or x.shape[1] != self.n_modalities:
+            raise ValueError(f"PixelFusion needs slices and shares of the same shape [P, {self.n_modalities}, S, S], got {tuple(x.shape)} and {tuple(share.shape)}")
+        return self.body(torch.cat([torch.where(share > 0, x, 0.) * share, share], 1))
 
 # %% ../nbs/14_heads.ipynb #f035608f
 class QualityNet(nn.Module):

@@ -27,7 +27,7 @@ __all__ = ['MODEL_PRESETS', 'MedK2N']
 
 # %% ../nbs/15_model.ipynb #97112609
 MODEL_PRESETS = {k: {**v, 'wdim': 64 if k == 'cpu' else 128, 'n_slots': 16, 'k_head': 2, 'fusion': 'full',
-                     'pixel_channels': 8 if k == 'cpu' else 16, 'skip_proj': True, 'key_select': True}
+                     'pixel_channels': 8 if k == 'cpu' else 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False, 'select': 'mixture'}
                  for k, v in PRESETS.items()}
 
 # %% ../nbs/15_model.ipynb #561c0565
@@ -59,9 +59,11 @@ class MedK2N(nn.Module):
                  pixel_channels:int=8, # channels of the decoder's full-resolution skip (0: none, the stride-2 stem is the finest)
                  skip_proj:bool=False, # a 1×1 projection per modality on each frame's skips before their mean (presets: on; off rebuilds older checkpoints)
                  key_select:bool=False, # per target, the key frame and the auxiliary order by the state-quality table's SSIM of each input alone (off: canonical order)
+                 detail_gate:bool=True, # scale the decoder's skips by the sample's highest input trust (presets: off, the decoder is told that trust instead; on rebuilds older checkpoints)
                  dec_widths:list|None=None, # decoder widths at strides 4, 2, 1
                  fusion:str='full', # ablation: 'B0' average, 'B1' +PreWeight, 'B2' +Threshold, 'B3'/'full' +EffiWeight
-                 select_temp:float=0.1, # softmax temperature of the candidate mixture in training
+                 select:str='argmax', # the output in eval: 'argmax' (the candidate with the best predicted score) or 'mixture' (the score-softmax mixture trained on; presets)
+                 select_temp:float=0.1, # softmax temperature of the candidate mixture
                  pretrained_path:str|None=None, # local .safetensors backbone weights (frozen + LoRA)
                  lora:bool|None=None, # LoRA adapters (default: iff pretrained_path)
                  lora_rank:int=16, lora_alpha:int=32, # LoRA rank and alpha
@@ -71,16 +73,17 @@ class MedK2N(nn.Module):
         subs = (FrameEncoder, MultiScaleNet, MemoryEncoder, MemoryAttention)
         bad = sorted(k for k in extra if not any(k in _fit_kwargs(c, {k: 0}) for c in subs))
         if bad: raise ValueError(f"unknown MedK2N options {bad}: not an argument of MedK2N or of its encoder, MultiScaleNet or memory modules")
+        if select not in ('argmax', 'mixture'): raise ValueError(f"MedK2N: select must be 'argmax' or 'mixture', got {select!r}")
         self.modalities = modality_set(modalities)
         M = len(self.modalities)
         if int(size) % 32: raise ValueError(f"MedK2N: slice size {size} must be a multiple of 32 (the backbone's coarsest stride)")
         self._config = dict(arch='medk2n', modalities=list(self.modalities), size=int(size), backbone=backbone, dim=dim,
                             mem_dim=mem_dim, stem_channels=stem_channels, d_state=d_state, expand=expand, d_conv=d_conv, mixer=mixer, mem_heads=mem_heads,
                             mem_layers=mem_layers, wdim=wdim, n_slots=n_slots, k_head=k_head,
-                            dec_widths=list(dec_widths) if dec_widths else None, pixel_channels=int(pixel_channels), skip_proj=bool(skip_proj), key_select=bool(key_select), fusion=fusion_mode(fusion),
+                            dec_widths=list(dec_widths) if dec_widths else None, pixel_channels=int(pixel_channels), skip_proj=bool(skip_proj), key_select=bool(key_select), detail_gate=bool(detail_gate), select=select, fusion=fusion_mode(fusion),
                             select_temp=select_temp, pretrained_path=None if pretrained_path is None else str(pretrained_path),
                             lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, preset=preset, **extra)
-        self.size, self.select_temp, self.key_select = int(size), select_temp, bool(key_select)
+        self.size, self.select, self.select_temp, self.key_select, self.detail_gate = int(size), select, select_temp, bool(key_select), bool(detail_gate)
         self.encoder = FrameEncoder(**_fit_kwargs(FrameEncoder, dict(
             backbone=backbone, n_modalities=M, img_size=size, pretrained_path=pretrained_path, lora_rank=lora_rank,
             lora_alpha=lora_alpha, stem_channels=stem_channels, lora=lora, **extra)))
@@ -93,6 +96,8 @@ class MedK2N(nn.Module):
         self.task_ctx = nn.Embedding(M, wdim)          # c_task_j: FiLM context of the state and the decoder
         self.skip_ctx = nn.Embedding(M, wdim)          # which modality the decoder's skips come from (the key frame), added to its context
         nn.init.zeros_(self.skip_ctx.weight)           # starts as the target-only context
+        self.trust_ctx = None if detail_gate else nn.Linear(1, wdim)   # distrust of the sample's best input, added to the decoder's context
+        if self.trust_ctx is not None: nn.init.zeros_(self.trust_ctx.weight); nn.init.zeros_(self.trust_ctx.bias)
         self.state_film = nn.Linear(wdim, 2*dim)
         self.proj = nn.Conv2d(dim, dim, 1)             # Proj(F_en) of the state update
         self.weighting = FusionWeighting(dim, wdim, M, mode=fusion, n_slots=n_slots)
@@ -168,8 +173,10 @@ class MedK2N(nn.Module):
         rank = torch.arange(M, device=dev).expand(B, M).clone()
         if not b0: rank[fb, fm] += M * (trust.detach() < 0.5).long()
         if self.skip_proj is not None: lvl4, stem = self.skip_proj[0](lvl4, fm), self.skip_proj[1](stem, fm)   # the skips, each modality in its own subspace
-        # the skips carry pixel detail only as far as the sample's most trusted input is trusted (1 in B0)
-        detail = x.new_ones(B) if b0 else x.new_zeros(B).scatter_reduce(0, fb, trust.detach().to(x.dtype), 'amax', include_self=False)
+        # the trust of the sample's most trusted input: with `detail_gate` the skips carry pixel detail only as far as it goes
+        # (1 in B0); without, the decoder is told it and keeps the skips, to clean a lone noisy input as a U-Net learns to
+        top = x.new_zeros(B).scatter_reduce(0, fb, trust.detach().to(x.dtype), 'amax', include_self=False)
+        detail = top if self.detail_gate and not b0 else x.new_ones(B)
         rank = rank.masked_fill(~inputs, 2*M)
         # 2. pairs, each with its frame order: trusted inputs first, then untrusted ones, canonical order within each
         pb, pj = targets.nonzero(as_tuple=True)
@@ -239,9 +246,10 @@ class MedK2N(nn.Module):
         # 5. decode, score, select
         g = detail[pb][:, None, None, None].to(S.dtype)
         c_dec = c_task + self.skip_ctx(key_m)          # the decoder knows its target and the modality its pixel detail comes from
+        if self.trust_ctx is not None and not b0: c_dec = c_dec + self.trust_ctx(1 - top[pb, None].to(c_dec.dtype))   # ... and how far to trust it
         cands, f_shared = self.heads(S, g * s4n / total, g * s2n / s2d, c_dec, pj, None if px is None else g * s1n / s1d)
         errs, scores = self.quality_net(cands, f_shared, c_dec)
-        img, qmap, score = select_candidates(cands, errs, scores, soft=self.training, temp=self.select_temp)
+        img, qmap, score = select_candidates(cands, errs, scores, soft=self.training or self.select == 'mixture', temp=self.select_temp)
         def scatter(v):
             return v.new_zeros(B, M, *v.shape[1:]).index_put((pb, pj), v)
         return K2NOutput(images=scatter(img), quality=scatter(qmap), scores=scatter(score), weights=weights,
