@@ -20,7 +20,7 @@ from .encoder import FrameEncoder, PRESETS
 from .multiscale import MultiScaleNet
 from .memory import MemoryEncoder, MemoryBank, MemoryAttention
 from .weighting import FusionWeighting, FrameTrust, fusion_mode
-from .heads import K2NOutput, TaskHeadNet, PixelSkip, ModalityProjection, QualityNet, StateQuality, select_candidates, check_batch, state_quality_loss, pair_ssim
+from .heads import K2NOutput, TaskHeadNet, PixelSkip, PixelFusion, ModalityProjection, QualityNet, StateQuality, select_candidates, check_batch, state_quality_loss, pair_ssim
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'MedK2N']
@@ -57,6 +57,7 @@ class MedK2N(nn.Module):
                  n_slots:int=16, # task memory slots per target
                  k_head:int=2, # candidates per target
                  pixel_channels:int=8, # channels of the decoder's full-resolution skip (0: none, the stride-2 stem is the finest)
+                 pixel_fusion:bool=False, # the full-resolution skip from all of a pair's input pixels at once, scaled by their fusion shares (`PixelFusion`), instead of a weighted mean of per-frame `PixelSkip` features
                  skip_proj:bool=False, # a 1×1 projection per modality on each frame's skips before their mean (presets: on; off rebuilds older checkpoints)
                  key_select:bool=False, # per target, the key frame and the auxiliary order by the state-quality table's SSIM of each input alone (off: canonical order)
                  detail_gate:bool=True, # scale the decoder's skips by the sample's highest input trust (presets: off, the decoder is told that trust instead; on rebuilds older checkpoints)
@@ -80,7 +81,7 @@ class MedK2N(nn.Module):
         self._config = dict(arch='medk2n', modalities=list(self.modalities), size=int(size), backbone=backbone, dim=dim,
                             mem_dim=mem_dim, stem_channels=stem_channels, d_state=d_state, expand=expand, d_conv=d_conv, mixer=mixer, mem_heads=mem_heads,
                             mem_layers=mem_layers, wdim=wdim, n_slots=n_slots, k_head=k_head,
-                            dec_widths=list(dec_widths) if dec_widths else None, pixel_channels=int(pixel_channels), skip_proj=bool(skip_proj), key_select=bool(key_select), detail_gate=bool(detail_gate), select=select, fusion=fusion_mode(fusion),
+                            dec_widths=list(dec_widths) if dec_widths else None, pixel_channels=int(pixel_channels), pixel_fusion=bool(pixel_fusion), skip_proj=bool(skip_proj), key_select=bool(key_select), detail_gate=bool(detail_gate), select=select, fusion=fusion_mode(fusion),
                             select_temp=select_temp, pretrained_path=None if pretrained_path is None else str(pretrained_path),
                             lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, preset=preset, **extra)
         self.size, self.select, self.select_temp, self.key_select, self.detail_gate = int(size), select, select_temp, bool(key_select), bool(detail_gate)
@@ -102,8 +103,9 @@ class MedK2N(nn.Module):
         self.proj = nn.Conv2d(dim, dim, 1)             # Proj(F_en) of the state update
         self.weighting = FusionWeighting(dim, wdim, M, mode=fusion, n_slots=n_slots)
         self.heads = TaskHeadNet(dim, ch[1], ch[0], wdim, M, k_head, widths=tuple(dec_widths) if dec_widths else None, c1=int(pixel_channels))
-        self.pixel_skip = PixelSkip(int(pixel_channels), M) if pixel_channels else None
-        self.skip_proj = nn.ModuleList([ModalityProjection(c, M) for c in (ch[1], ch[0], int(pixel_channels)) if c]) if skip_proj else None
+        self.pixel_skip = PixelSkip(int(pixel_channels), M) if pixel_channels and not pixel_fusion else None
+        self.pixel_fusion = PixelFusion(int(pixel_channels), M) if pixel_channels and pixel_fusion else None
+        self.skip_proj = nn.ModuleList([ModalityProjection(c, M) for c in (ch[1], ch[0], 0 if pixel_fusion else int(pixel_channels)) if c]) if skip_proj else None
         self.quality_net = QualityNet(self.heads.widths[2], wdim, k_head=k_head)
         self.state_quality = StateQuality(dim, wdim, M)
         self.frame_trust = FrameTrust(ch[0], dim, wdim, M)
@@ -201,6 +203,8 @@ class MedK2N(nn.Module):
         px = None if self.pixel_skip is None else self.pixel_skip(frames, fm)   # full-resolution skip per frame
         if px is not None and self.skip_proj is not None: px = self.skip_proj[2](px, fm)
         if px is not None: s1n, s1d = px[key_n], px.new_ones(P, 1, *x.shape[-2:])
+        ar = torch.arange(P, device=dev)
+        share = None if self.pixel_fusion is None else x.new_zeros(P, M, *x.shape[-2:]).index_put((ar, key_m), x.new_ones(P, *x.shape[-2:]))   # each frame's weight per pixel
         weights, gains, steps = x.new_zeros(B, M, M), x.new_zeros(B, M, M), x.new_zeros(B, M, M)
         proposed = x.new_zeros(B, M, M)               # the weighting nets' weight of each frame, before the gate
         accepted = torch.zeros(B, M, M, dtype=torch.bool, device=dev)
@@ -231,9 +235,10 @@ class MedK2N(nn.Module):
             s4n = s4n + om * lvl4[n]
             o2 = F.interpolate(om, size=stem.shape[-2:], mode='bilinear', align_corners=False)
             s2n, s2d = s2n + o2 * stem[n], s2d + o2
-            if px is not None:
+            if px is not None or share is not None:
                 o1 = F.interpolate(om, size=x.shape[-2:], mode='bilinear', align_corners=False)
-                s1n, s1d = s1n + o1 * px[n], s1d + o1
+                if px is not None: s1n, s1d = s1n + o1 * px[n], s1d + o1
+                if share is not None: share = share.index_put((ar, src), o1[:, 0].to(share.dtype), accumulate=True)   # a padded step adds 0
             bank.append(self.mem_encoder(F_en, src, None if b0 else W), keep)
             v = valid.nonzero(as_tuple=True)[0]
             wrep = torch.ones_like(gain) if b0 else W.detach().mean((1, 2, 3))
@@ -247,7 +252,10 @@ class MedK2N(nn.Module):
         g = detail[pb][:, None, None, None].to(S.dtype)
         c_dec = c_task + self.skip_ctx(key_m)          # the decoder knows its target and the modality its pixel detail comes from
         if self.trust_ctx is not None and not b0: c_dec = c_dec + self.trust_ctx(1 - top[pb, None].to(c_dec.dtype))   # ... and how far to trust it
-        cands, f_shared = self.heads(S, g * s4n / total, g * s2n / s2d, c_dec, pj, None if px is None else g * s1n / s1d)
+        if share is not None:   # the pair's input pixels at once (non-inputs stay zero), each scaled by its share
+            s1 = self.pixel_fusion(x.new_zeros(B, M, *x.shape[-2:]).index_put((fb, fm), frames[:, 0])[pb], share / share.sum(1, keepdim=True))
+        else: s1 = None if px is None else s1n / s1d
+        cands, f_shared = self.heads(S, g * s4n / total, g * s2n / s2d, c_dec, pj, None if s1 is None else g * s1)
         errs, scores = self.quality_net(cands, f_shared, c_dec)
         img, qmap, score = select_candidates(cands, errs, scores, soft=self.training or self.select == 'mixture', temp=self.select_temp)
         def scatter(v):
