@@ -27,7 +27,7 @@ __all__ = ['MODEL_PRESETS', 'MedK2N']
 
 # %% ../nbs/15_model.ipynb #97112609
 MODEL_PRESETS = {k: {**v, 'wdim': 64 if k == 'cpu' else 128, 'n_slots': 16, 'k_head': 2, 'fusion': 'full',
-                     'pixel_channels': 8 if k == 'cpu' else 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False}
+                     'pixel_channels': 8 if k == 'cpu' else 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False, 'select': 'mixture'}
                  for k, v in PRESETS.items()}
 
 # %% ../nbs/15_model.ipynb #561c0565
@@ -63,7 +63,7 @@ class MedK2N(nn.Module):
                  detail_gate:bool=True, # scale the decoder's skips by the sample's highest input trust (presets: off, the decoder is told that trust instead; on rebuilds older checkpoints)
                  dec_widths:list|None=None, # decoder widths at strides 4, 2, 1
                  fusion:str='full', # ablation: 'B0' average, 'B1' +PreWeight, 'B2' +Threshold, 'B3'/'full' +EffiWeight
-                 select:str='argmax', # the output in eval: 'argmax' (the candidate with the best predicted score) or 'mixture' (the score-softmax mixture that training outputs)
+                 select:str='argmax', # the output in eval: 'argmax' (the candidate with the best predicted score) or 'mixture' (the score-softmax mixture that training outputs; presets)
                  select_temp:float=0.1, # softmax temperature of the candidate mixture
                  pretrained_path:str|None=None, # local .safetensors backbone weights (frozen + LoRA)
                  lora:bool|None=None, # LoRA adapters (default: iff pretrained_path)
