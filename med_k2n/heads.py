@@ -90,12 +90,13 @@ class ResDilated(nn.Module):
         return F.gelu(x + self.body(x))
 
 def make_head(kind:str, cin:int, width:int) -> nn.Sequential:
-    "A generation head of `kind` ('plain' or 'dilated') from `cin` channels to one sigmoid channel"
+    "A generation head of `kind` ('plain', 'residual' or 'dilated') from `cin` channels to one sigmoid channel"
     adapt = nn.Conv2d(cin, width, 1)
     if kind == 'plain':
         body = [nn.Conv2d(width, width, 3, padding=1), _gn(width), nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU()]
+    elif kind == 'residual': body = [ResDilated(width, 1), ResDilated(width, 1)]
     elif kind == 'dilated': body = [ResDilated(width, 2), ResDilated(width, 4)]
-    else: raise ValueError(f"unknown head kind {kind!r}: use 'plain' or 'dilated'")
+    else: raise ValueError(f"unknown head kind {kind!r}: use 'plain', 'residual' or 'dilated'")
     return nn.Sequential(adapt, *body, nn.Conv2d(width, 1, 1), nn.Sigmoid())
 
 HEAD_KINDS = ('plain', 'dilated')
@@ -111,14 +112,15 @@ class TaskHeadNet(nn.Module):
                  n_modalities:int=4, # targets that get their own heads
                  k_head:int=2, # candidates per target
                  widths:tuple|None=None, # decoder widths at strides 4, 2, 1 (default C, C/2, max(16, C/4))
-                 c1:int=0): # channels of the full-resolution skip (0: none)
+                 c1:int=0, # channels of the full-resolution skip (0: none)
+                 kinds:tuple=HEAD_KINDS): # head kinds (`make_head`), in turn over the `k_head` heads
         super().__init__()
         w4, w2, w1 = widths or (dim, max(16, dim//2), max(16, dim//4))
         self.widths, self.k_head, self.c1 = (w4, w2, w1), k_head, c1
         self.stage4 = FiLMBlock(dim + c4, w4, d)
         self.stage2 = FiLMBlock(w4 + c2, w2, d)
         self.stage1 = FiLMBlock(w2 + c1, w1, d)
-        self.heads = nn.ModuleList([nn.ModuleList([make_head(HEAD_KINDS[k % 2], w1, w1) for k in range(k_head)])
+        self.heads = nn.ModuleList([nn.ModuleList([make_head(kinds[k % len(kinds)], w1, w1) for k in range(k_head)])
                                     for _ in range(n_modalities)])
 
     def decode(self, S:Tensor, skip4:Tensor, skip2:Tensor, c_task:Tensor, skip1:Tensor|None=None) -> Tensor:

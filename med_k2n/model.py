@@ -20,14 +20,16 @@ from .encoder import FrameEncoder, PRESETS
 from .multiscale import MultiScaleNet
 from .memory import MemoryEncoder, MemoryBank, MemoryAttention
 from .weighting import FusionWeighting, FrameTrust, fusion_mode
-from .heads import K2NOutput, TaskHeadNet, PixelSkip, PixelFusion, ModalityProjection, QualityNet, StateQuality, select_candidates, check_batch, state_quality_loss, pair_ssim
+from .heads import HEAD_KINDS, K2NOutput, TaskHeadNet, PixelSkip, PixelFusion, ModalityProjection, QualityNet, StateQuality, select_candidates, check_batch, state_quality_loss, pair_ssim
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'MedK2N']
 
 # %% ../nbs/15_model.ipynb #97112609
 MODEL_PRESETS = {k: {**v, 'wdim': 64 if k == 'cpu' else 128, 'n_slots': 16, 'k_head': 2, 'fusion': 'full',
-                     'pixel_channels': 8 if k == 'cpu' else 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False, 'select': 'mixture'}
+                     'pixel_channels': 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False, 'select': 'mixture',
+                     'feat_proj': True, 'head_kinds': ['residual', 'dilated'],
+                     **({'dec_widths': [64, 32, 24], 'pool': 2} if k == 'cpu' else {})}
                  for k, v in PRESETS.items()}
 
 # %% ../nbs/15_model.ipynb #561c0565
@@ -56,8 +58,10 @@ class MedK2N(nn.Module):
                  wdim:int=64, # width D of the weighting nets, task memory and task context
                  n_slots:int=16, # task memory slots per target
                  k_head:int=2, # candidates per target
+                 head_kinds:list|None=None, # the heads' kinds in turn (`heads.make_head`; default `HEAD_KINDS`, plain and dilated)
                  pixel_channels:int=8, # channels of the decoder's full-resolution skip (0: none, the stride-2 stem is the finest)
                  pixel_fusion:bool=False, # the full-resolution skip from all of a pair's input pixels at once, scaled by their fusion shares (`PixelFusion`), instead of a weighted mean of per-frame `PixelSkip` features
+                 feat_proj:bool=False, # a 1×1 projection per modality on each frame's fused stride-4 feature, so that the state's weighted mean keeps each modality in its own subspace
                  skip_proj:bool=False, # a 1×1 projection per modality on each frame's skips before their mean (presets: on; off rebuilds older checkpoints)
                  key_select:bool=False, # per target, the key frame and the auxiliary order by the state-quality table's SSIM of each input alone (off: canonical order)
                  detail_gate:bool=True, # scale the decoder's skips by the sample's highest input trust (presets: off, the decoder is told that trust instead; on rebuilds older checkpoints)
@@ -80,8 +84,8 @@ class MedK2N(nn.Module):
         if int(size) % 32: raise ValueError(f"MedK2N: slice size {size} must be a multiple of 32 (the backbone's coarsest stride)")
         self._config = dict(arch='medk2n', modalities=list(self.modalities), size=int(size), backbone=backbone, dim=dim,
                             mem_dim=mem_dim, stem_channels=stem_channels, d_state=d_state, expand=expand, d_conv=d_conv, mixer=mixer, mem_heads=mem_heads,
-                            mem_layers=mem_layers, wdim=wdim, n_slots=n_slots, k_head=k_head,
-                            dec_widths=list(dec_widths) if dec_widths else None, pixel_channels=int(pixel_channels), pixel_fusion=bool(pixel_fusion), skip_proj=bool(skip_proj), key_select=bool(key_select), detail_gate=bool(detail_gate), select=select, fusion=fusion_mode(fusion),
+                            mem_layers=mem_layers, wdim=wdim, n_slots=n_slots, k_head=k_head, head_kinds=list(head_kinds) if head_kinds else None,
+                            dec_widths=list(dec_widths) if dec_widths else None, feat_proj=bool(feat_proj), pixel_channels=int(pixel_channels), pixel_fusion=bool(pixel_fusion), skip_proj=bool(skip_proj), key_select=bool(key_select), detail_gate=bool(detail_gate), select=select, fusion=fusion_mode(fusion),
                             select_temp=select_temp, pretrained_path=None if pretrained_path is None else str(pretrained_path),
                             lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, preset=preset, **extra)
         self.size, self.select, self.select_temp, self.key_select, self.detail_gate = int(size), select, select_temp, bool(key_select), bool(detail_gate)
@@ -102,10 +106,11 @@ class MedK2N(nn.Module):
         self.state_film = nn.Linear(wdim, 2*dim)
         self.proj = nn.Conv2d(dim, dim, 1)             # Proj(F_en) of the state update
         self.weighting = FusionWeighting(dim, wdim, M, mode=fusion, n_slots=n_slots)
-        self.heads = TaskHeadNet(dim, ch[1], ch[0], wdim, M, k_head, widths=tuple(dec_widths) if dec_widths else None, c1=int(pixel_channels))
+        self.heads = TaskHeadNet(dim, ch[1], ch[0], wdim, M, k_head, widths=tuple(dec_widths) if dec_widths else None, c1=int(pixel_channels), kinds=tuple(head_kinds) if head_kinds else HEAD_KINDS)
         self.pixel_skip = PixelSkip(int(pixel_channels), M) if pixel_channels and not pixel_fusion else None
         self.pixel_fusion = PixelFusion(int(pixel_channels), M) if pixel_channels and pixel_fusion else None
         self.skip_proj = nn.ModuleList([ModalityProjection(c, M) for c in (ch[1], ch[0], 0 if pixel_fusion else int(pixel_channels)) if c]) if skip_proj else None
+        self.feat_proj = ModalityProjection(dim, M) if feat_proj else None
         self.quality_net = QualityNet(self.heads.widths[2], wdim, k_head=k_head)
         self.state_quality = StateQuality(dim, wdim, M)
         self.frame_trust = FrameTrust(ch[0], dim, wdim, M)
@@ -167,6 +172,7 @@ class MedK2N(nn.Module):
         maps = self.encoder(frames, fm)
         stem, lvl4 = maps[0], maps[1]
         feat = self.multiscale(maps[1:])
+        if self.feat_proj is not None: feat = self.feat_proj(feat, fm)
         slot = torch.full((B, M), -1, dtype=torch.long, device=dev)
         slot[fb, fm] = torch.arange(len(fb), device=dev)
         K = inputs.sum(1)
