@@ -227,6 +227,12 @@ def build_model(arch:str='medk2n', preset:str='cpu', modalities='brats', size:in
 # Med-K2N reached 23.2 at 1e-3 and 22.7 at 3e-3. A baseline trained at another model's learning rate is not a fair baseline.
 DEFAULT_LR = {'medk2n': 1e-3, 'unet': 3e-3}
 
+def _trains_on_cuda(dls, model) -> bool:
+    "Whether fastai will train `model` on a GPU: it moves the model to the `dls`'s device at `fit` (the default device when none is set)"
+    from fastai.torch_core import default_device
+    dev = getattr(dls, 'device', None) or default_device()
+    return torch.cuda.is_available() and (torch.device(dev).type == 'cuda' or next(model.parameters()).is_cuda)
+
 def k2n_learner(dls, model:nn.Module|None=None, arch:str='medk2n', preset:str='cpu', ablation:str|None=None,
                 curriculum:bool=True, vlm=None, lr:float|None=None, wd:float=0.01, seed:int=0, loss_kwargs:dict|None=None,
                 cbs=None, corrupt:float=0.2, **model_kwargs) -> Learner:
@@ -254,8 +260,7 @@ def k2n_learner(dls, model:nn.Module|None=None, arch:str='medk2n', preset:str='c
                     metrics=k2n_metrics(), cbs=[TaskSampler(ms, curriculum=curriculum, seed=seed)] + ([InputCorruption(corrupt, seed=seed)] if corrupt else [])
                          + [GradientClip(1.0), QualityCalibration()] + list(cbs or []))
     if cmim is not None: learn.cmim = cmim
-    if torch.cuda.is_available() and next(model.parameters()).is_cuda:
-        learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    if _trains_on_cuda(dls, model): learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
     return learn
 
 # %% ../nbs/22_learner.ipynb #a291e1e3
