@@ -18,6 +18,7 @@ import torch, torch.nn as nn, torch.distributed as dist
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.training import GradientClip
+from fastai.callback.fp16 import MixedPrecision
 import fastai.callback.schedule  # Learner.fit_one_cycle
 from fastai.callback.progress import CSVLogger
 from fastai.optimizer import Adam
@@ -28,13 +29,14 @@ from .losses import K2NLoss
 from .metrics import k2n_metrics, PairMetric
 from .io import atomic_path
 from .data import corrupt_slices
+from .heads import K2NOutput
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'DEFAULT_LR', 'DIST_TIMEOUT_S', 'task_seed', 'draw_tasks', 'TaskSampler', 'InputCorruption', 'arch_name',
            'save_model', 'read_model_json', 'load_model', 'unwrap_model', 'CheckpointCallback', 'QualityCalibration',
-           'HistoryLogger', 'build_model', 'k2n_learner', 'world_size', 'get_rank', 'setup_distributed',
-           'teardown_distributed', 'rank_first', 'K2NDistributedDL', 'K2NDistributedTrainer', 'distrib_ctx', 'train',
-           'train_cmd']
+           'HistoryLogger', 'build_model', 'K2NMixedPrecision', 'k2n_learner', 'world_size', 'get_rank',
+           'setup_distributed', 'teardown_distributed', 'rank_first', 'K2NDistributedDL', 'K2NDistributedTrainer',
+           'distrib_ctx', 'train', 'train_cmd']
 
 # %% ../nbs/22_learner.ipynb #5423a238
 def task_seed(seed:int, epoch:int, batch:int, rank:int=0, train:bool=True) -> int:
@@ -227,6 +229,13 @@ def build_model(arch:str='medk2n', preset:str='cpu', modalities='brats', size:in
 # Med-K2N reached 23.2 at 1e-3 and 22.7 at 3e-3. A baseline trained at another model's learning rate is not a fair baseline.
 DEFAULT_LR = {'medk2n': 1e-3, 'unet': 3e-3}
 
+class K2NMixedPrecision(MixedPrecision):
+    "fastai's `MixedPrecision` (autocast, and a gradient scaler for fp16) for models returning a `K2NOutput`, whose float fields go back to float32 before the loss"
+    def after_pred(self):
+        p = self.pred
+        if not isinstance(p, K2NOutput): return super().after_pred()
+        self.learn.pred = replace(p, **{k: p[k].float() for k in p.keys() if torch.is_floating_point(p[k])})
+
 def _trains_on_cuda(dls, model) -> bool:
     "Whether fastai will train `model` on a GPU: it moves the model to the `dls`'s device at `fit` (the default device when none is set)"
     from fastai.torch_core import default_device
@@ -260,7 +269,7 @@ def k2n_learner(dls, model:nn.Module|None=None, arch:str='medk2n', preset:str='c
                     metrics=k2n_metrics(), cbs=[TaskSampler(ms, curriculum=curriculum, seed=seed)] + ([InputCorruption(corrupt, seed=seed)] if corrupt else [])
                          + [GradientClip(1.0), QualityCalibration()] + list(cbs or []))
     if cmim is not None: learn.cmim = cmim
-    if _trains_on_cuda(dls, model): learn = learn.to_bf16() if torch.cuda.is_bf16_supported() else learn.to_fp16()
+    if _trains_on_cuda(dls, model): learn.add_cb(K2NMixedPrecision('bf16' if torch.cuda.is_bf16_supported() else 'fp16'))
     return learn
 
 # %% ../nbs/22_learner.ipynb #a291e1e3
