@@ -9,7 +9,7 @@ Docs: https://med-k2n.github.io/med_k2n/learner.html.md"""
 # %% ../nbs/22_learner.ipynb #edf37b65
 from __future__ import annotations
 import json, random, time, os, builtins
-from contextlib import contextmanager, ExitStack
+from contextlib import contextmanager, ExitStack, nullcontext
 from dataclasses import is_dataclass, fields, replace
 from datetime import timedelta
 from functools import partial
@@ -18,7 +18,9 @@ import torch, torch.nn as nn, torch.distributed as dist
 from fastai.learner import Learner
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.training import GradientClip
-from fastai.callback.fp16 import MixedPrecision
+from fastai.callback.fp16 import MixedPrecision, AMPMode
+from fastcore.foundation import L
+from torch.amp import GradScaler
 import fastai.callback.schedule  # Learner.fit_one_cycle
 from fastai.callback.progress import CSVLogger
 from fastai.optimizer import Adam
@@ -32,11 +34,11 @@ from .data import corrupt_slices
 from .heads import K2NOutput
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'DEFAULT_LR', 'DIST_TIMEOUT_S', 'task_seed', 'draw_tasks', 'TaskSampler', 'InputCorruption', 'arch_name',
-           'save_model', 'read_model_json', 'load_model', 'unwrap_model', 'CheckpointCallback', 'QualityCalibration',
-           'HistoryLogger', 'build_model', 'K2NMixedPrecision', 'k2n_learner', 'world_size', 'get_rank',
-           'setup_distributed', 'teardown_distributed', 'rank_first', 'K2NDistributedDL', 'K2NDistributedTrainer',
-           'distrib_ctx', 'train', 'train_cmd']
+__all__ = ['ABLATIONS', 'DEFAULT_LR', 'AMP_MODES', 'DIST_TIMEOUT_S', 'task_seed', 'draw_tasks', 'TaskSampler', 'InputCorruption',
+           'arch_name', 'save_model', 'read_model_json', 'load_model', 'unwrap_model', 'CheckpointCallback',
+           'QualityCalibration', 'HistoryLogger', 'build_model', 'K2NMixedPrecision', 'k2n_learner', 'world_size',
+           'get_rank', 'setup_distributed', 'teardown_distributed', 'rank_first', 'K2NDistributedDL',
+           'K2NDistributedTrainer', 'distrib_ctx', 'train', 'train_cmd']
 
 # %% ../nbs/22_learner.ipynb #5423a238
 def task_seed(seed:int, epoch:int, batch:int, rank:int=0, train:bool=True) -> int:
@@ -190,7 +192,9 @@ class QualityCalibration(Callback):
         "Calibrate on the validation set, before `CheckpointCallback` saves"
         m = unwrap_model(self.learn.model)
         if not hasattr(m, 'calibrate_quality') or self.dls.valid is None or not len(self.dls.valid.dataset): return
-        self.n_entries = m.calibrate_quality(self.dls.valid, self.max_batches)
+        mp = next((cb for cb in self.learn.cbs if isinstance(cb, MixedPrecision) and hasattr(cb, 'autocast')), None)
+        with (mp.autocast if mp is not None else nullcontext()):   # in the training's precision: 14 patterns × 8 batches cost about a third of a CPU epoch in float32
+            self.n_entries = m.calibrate_quality(self.dls.valid, self.max_batches)
 
 # %% ../nbs/22_learner.ipynb #93c50d06
 class HistoryLogger(CSVLogger):
@@ -229,12 +233,26 @@ def build_model(arch:str='medk2n', preset:str='cpu', modalities='brats', size:in
 # Med-K2N reached 23.2 at 1e-3 and 22.7 at 3e-3. A baseline trained at another model's learning rate is not a fair baseline.
 DEFAULT_LR = {'medk2n': 1e-3, 'unet': 3e-3}
 
+AMP_MODES = ('bf16', 'fp16', 'none')
+
 class K2NMixedPrecision(MixedPrecision):
-    "fastai's `MixedPrecision` (autocast, and a gradient scaler for fp16) for models returning a `K2NOutput`, whose float fields go back to float32 before the loss"
+    "fastai's `MixedPrecision` (autocast, and a gradient scaler for fp16) for models returning a `K2NOutput`, whose float fields go back to float32 before the loss; bf16 also on the CPU"
+    def before_fit(self):
+        from fastai.torch_core import default_device
+        if torch.device(getattr(self.dls, 'device', None) or default_device()).type == 'cuda': return super().before_fit()
+        if self.amp_mode != AMPMode.BF16: raise ValueError("fp16 mixed precision needs a GPU: use amp='bf16' (or 'none') on the CPU")
+        self.autocast, self.learn.scaler, self.scales = torch.autocast('cpu', dtype=torch.bfloat16), GradScaler('cpu', enabled=False), L()
+
     def after_pred(self):
         p = self.pred
         if not isinstance(p, K2NOutput): return super().after_pred()
         self.learn.pred = replace(p, **{k: p[k].float() for k in p.keys() if torch.is_floating_point(p[k])})
+
+def _amp_mode(amp, dls, model) -> str:
+    "The mixed precision to train with: `amp` checked, or by default bf16 on a GPU (fp16 where it has no bf16) and none on the CPU"
+    if amp is None: return ('bf16' if torch.cuda.is_bf16_supported() else 'fp16') if _trains_on_cuda(dls, model) else 'none'
+    if amp not in AMP_MODES: raise ValueError(f"unknown amp {amp!r}: use one of {', '.join(AMP_MODES)}")
+    return amp
 
 def _trains_on_cuda(dls, model) -> bool:
     "Whether fastai will train `model` on a GPU: it moves the model to the `dls`'s device at `fit` (the default device when none is set)"
@@ -244,7 +262,7 @@ def _trains_on_cuda(dls, model) -> bool:
 
 def k2n_learner(dls, model:nn.Module|None=None, arch:str='medk2n', preset:str='cpu', ablation:str|None=None,
                 curriculum:bool=True, vlm=None, lr:float|None=None, wd:float=0.01, seed:int=0, loss_kwargs:dict|None=None,
-                cbs=None, corrupt:float=0.2, **model_kwargs) -> Learner:
+                cbs=None, corrupt:float=0.2, amp:str|None=None, **model_kwargs) -> Learner:
     "A fastai `Learner` training one model for every K→N task on `dls` (from `k2n_dataloaders`)"
     fusion, use_cmim = model_kwargs.pop('fusion', None), vlm is not None
     if fusion is not None and ablation is not None:
@@ -269,7 +287,7 @@ def k2n_learner(dls, model:nn.Module|None=None, arch:str='medk2n', preset:str='c
                     metrics=k2n_metrics(), cbs=[TaskSampler(ms, curriculum=curriculum, seed=seed)] + ([InputCorruption(corrupt, seed=seed)] if corrupt else [])
                          + [GradientClip(1.0), QualityCalibration()] + list(cbs or []))
     if cmim is not None: learn.cmim = cmim
-    if _trains_on_cuda(dls, model): learn.add_cb(K2NMixedPrecision('bf16' if torch.cuda.is_bf16_supported() else 'fp16'))
+    if (mode := _amp_mode(amp, dls, model)) != 'none': learn.add_cb(K2NMixedPrecision(mode))   # amp: 'bf16', 'fp16' or 'none' (default: bf16 on a GPU, none on the CPU)
     return learn
 
 # %% ../nbs/22_learner.ipynb #a291e1e3
@@ -408,6 +426,7 @@ def train(data, # dataset folder (any supported layout), or a slice-cache folder
           modalities:str='brats', # modality set of the model
           cache:str|None=None, # root of the slice cache (default: inside the dataset folder)
           progress:bool=True, # show progress bars
+          amp:str|None=None, # mixed precision: 'bf16', 'fp16' (GPU only) or 'none'; default bf16 on a GPU, none on the CPU
           **model_kwargs):
     "Train one model for every K→N task; returns the fastai `Learner`"
     from fastai.torch_core import set_seed
@@ -418,12 +437,12 @@ def train(data, # dataset folder (any supported layout), or a slice-cache folder
     if size is None: size = PRESETS[preset]['size']
     set_seed(seed, reproducible=True)
     state = setup_distributed()
-    try: learn = _train(data, out, preset, size, epochs, bs, arch, ablation, curriculum, vlm, resume, seed, lr, modalities, cache, progress, corrupt, **model_kwargs)
+    try: learn = _train(data, out, preset, size, epochs, bs, arch, ablation, curriculum, vlm, resume, seed, lr, modalities, cache, progress, corrupt, amp=amp, **model_kwargs)
     except BaseException: teardown_distributed(state, wait=False); raise
     teardown_distributed(state)
     return learn
 
-def _train(data, out, preset, size, epochs, bs, arch, ablation, curriculum, vlm, resume, seed, lr, modalities, cache, progress, corrupt, **model_kwargs):
+def _train(data, out, preset, size, epochs, bs, arch, ablation, curriculum, vlm, resume, seed, lr, modalities, cache, progress, corrupt, amp=None, **model_kwargs):
     from med_k2n.data import k2n_dataloaders, JointAffine
     rank = get_rank()
     main = rank == 0
@@ -439,7 +458,7 @@ def _train(data, out, preset, size, epochs, bs, arch, ablation, curriculum, vlm,
         from med_k2n.vlm import load_vlm
         vlm_model = load_vlm(vlm, modalities=dls.modalities, size=dls.size)
     learn = k2n_learner(dls, model=model, arch=arch, preset=preset, ablation=ablation, curriculum=curriculum,
-                        vlm=vlm_model, lr=lr, seed=seed, corrupt=corrupt, **model_kwargs)
+                        vlm=vlm_model, lr=lr, seed=seed, corrupt=corrupt, amp=amp, **model_kwargs)
     if rank:  # other draws than rank 0's (which draws what a single process draws); the weights stay rank 0's
         rs = task_seed(seed, -1, -1, rank)
         torch.manual_seed(rs)
@@ -450,7 +469,7 @@ def _train(data, out, preset, size, epochs, bs, arch, ablation, curriculum, vlm,
     if main: out.mkdir(parents=True, exist_ok=True)
     info = dict(data=str(Path(data).resolve()) if isinstance(data, (str, Path)) else None,
                 cache=str(dls.cache.root), preprocessing=dls.cache.meta.get('params'),
-                train=dict(preset=preset, epochs=epochs, bs=bs, ablation=ablation, curriculum=curriculum, corrupt=corrupt, seed=seed,
+                train=dict(preset=preset, epochs=epochs, bs=bs, amp=_amp_mode(amp, dls, learn.model), ablation=ablation, curriculum=curriculum, corrupt=corrupt, seed=seed,
                            lr=learn.lr, vlm=str(vlm) if vlm else None, resumed_from=str(resume) if resume else None,
                            world_size=world_size(), global_bs=bs*world_size()))
     cbs = [CheckpointCallback(out, **info)] + ([HistoryLogger(fname='history.csv', append=start_epoch > 0)] if main else [])
@@ -483,11 +502,12 @@ def train_cmd(data:str=None, # dataset folder (BraTS, ISLES, IXI, generic or a p
               seed:int=0, # random seed
               lr:float=None, # peak learning rate (default: the architecture's, `DEFAULT_LR`)
               modalities:str='brats', # modality set: brats, ixi, isles or a comma list
+              amp:str=None, # mixed precision: bf16, fp16 (GPU only) or none; default bf16 on a GPU, none on the CPU
              ):
     "Train one Med-K2N model (or a baseline) for every K→N task of a dataset"
     if data is None or out is None: raise ValueError("give the dataset with --data DIR and the output folder with --out DIR")
     learn = train(data, out, preset=preset, size=size, epochs=epochs, bs=bs, arch=arch, ablation=ablation,
-                  curriculum=curriculum, corrupt=corrupt, vlm=vlm, resume=resume, seed=seed, lr=lr, modalities=modalities)
+                  curriculum=curriculum, corrupt=corrupt, vlm=vlm, resume=resume, seed=seed, lr=lr, modalities=modalities, amp=amp)
     if get_rank() == 0: print(f"trained {arch} ({ablation or 'full'}) in {learn.train_seconds:.0f} s, {learn.slices_per_second:.1f} slices/s; "
           f"wrote {Path(out)/'model.safetensors'}, {Path(out)/'model.json'}, {Path(out)/'history.csv'}")
     return 0
