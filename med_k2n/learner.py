@@ -238,12 +238,14 @@ AMP_MODES = ('bf16', 'fp16', 'none')
 class K2NMixedPrecision(MixedPrecision):
     "fastai's `MixedPrecision` (autocast, and a gradient scaler for fp16) for models returning a `K2NOutput`, whose float fields go back to float32 before the loss; bf16 also on the CPU"
     def before_fit(self):
+        "fastai's autocast and scaler on a GPU; on the CPU bf16 autocast without a scaler (fp16 refused)"
         from fastai.torch_core import default_device
         if torch.device(getattr(self.dls, 'device', None) or default_device()).type == 'cuda': return super().before_fit()
         if self.amp_mode != AMPMode.BF16: raise ValueError("fp16 mixed precision needs a GPU: use amp='bf16' (or 'none') on the CPU")
         self.autocast, self.learn.scaler, self.scales = torch.autocast('cpu', dtype=torch.bfloat16), GradScaler('cpu', enabled=False), L()
 
     def after_pred(self):
+        "The prediction's float fields back to float32, for the loss"
         p = self.pred
         if not isinstance(p, K2NOutput): return super().after_pred()
         self.learn.pred = replace(p, **{k: p[k].float() for k in p.keys() if torch.is_floating_point(p[k])})
