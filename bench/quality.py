@@ -8,7 +8,7 @@ corrupted-input robustness test; `--ablation` adds the B0→B5 ladder of Table 3
 Defaults: a fixed phantom (seed 0) of 16 training, 1 validation and 6 test subjects at 128 px (6, so that a
 per-pattern paired Wilcoxon test over subjects can reach p < 0.05: with 4 its smallest p is 0.125), the cpu
 preset, batch 8, bf16 mixed precision (`--amp`; on a CPU when it has bf16 instructions, where it trains Med-K2N about
-1.3x faster than float32 at the same quality). The three main models differ only in the network: the same data, task curriculum, input corruption
+1.25x faster than float32 at the same quality). The three main models differ only in the network: the same data, task curriculum, input corruption
 (`--corrupt-p`, `learner.InputCorruption`), loss and number of steps; each trains at its architecture's peak learning
 rate (`learner.DEFAULT_LR`: 1e-3 for Med-K2N and B0, 3e-3 for the U-Net, which at 1e-3 is left far from converged),
 unless `--lr` sets one for all. The training budget `--minutes` is for the three main models together: the slices/s of
