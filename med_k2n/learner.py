@@ -239,8 +239,7 @@ class K2NMixedPrecision(MixedPrecision):
     "fastai's `MixedPrecision` (autocast, and a gradient scaler for fp16) for models returning a `K2NOutput`, whose float fields go back to float32 before the loss; bf16 also on the CPU"
     def before_fit(self):
         "fastai's autocast and scaler on a GPU; on the CPU bf16 autocast without a scaler (fp16 refused)"
-        from fastai.torch_core import default_device
-        if torch.device(getattr(self.dls, 'device', None) or default_device()).type == 'cuda': return super().before_fit()
+        if _trains_on_cuda(self.dls, self.model): return super().before_fit()
         if self.amp_mode != AMPMode.BF16: raise ValueError("fp16 mixed precision needs a GPU: use amp='bf16' (or 'none') on the CPU")
         self.autocast, self.learn.scaler, self.scales = torch.autocast('cpu', dtype=torch.bfloat16), GradScaler('cpu', enabled=False), L()
 
