@@ -288,7 +288,8 @@ def k2n_learner(dls, model:nn.Module|None=None, arch:str='medk2n', preset:str='c
                     metrics=k2n_metrics(), cbs=[TaskSampler(ms, curriculum=curriculum, seed=seed)] + ([InputCorruption(corrupt, seed=seed)] if corrupt else [])
                          + [GradientClip(1.0), QualityCalibration()] + list(cbs or []))
     if cmim is not None: learn.cmim = cmim
-    if (mode := _amp_mode(amp, dls, model)) != 'none': learn.add_cb(K2NMixedPrecision(mode))   # amp: 'bf16', 'fp16' or 'none' (default: bf16 on a GPU, none on the CPU)
+    learn.amp = _amp_mode(amp, dls, model)
+    if learn.amp != 'none': learn.add_cb(K2NMixedPrecision(learn.amp))   # amp: 'bf16', 'fp16' or 'none' (default: bf16 on a GPU, none on the CPU)
     return learn
 
 # %% ../nbs/22_learner.ipynb #a291e1e3
@@ -470,7 +471,7 @@ def _train(data, out, preset, size, epochs, bs, arch, ablation, curriculum, vlm,
     if main: out.mkdir(parents=True, exist_ok=True)
     info = dict(data=str(Path(data).resolve()) if isinstance(data, (str, Path)) else None,
                 cache=str(dls.cache.root), preprocessing=dls.cache.meta.get('params'),
-                train=dict(preset=preset, epochs=epochs, bs=bs, amp=_amp_mode(amp, dls, learn.model), ablation=ablation, curriculum=curriculum, corrupt=corrupt, seed=seed,
+                train=dict(preset=preset, epochs=epochs, bs=bs, amp=learn.amp, ablation=ablation, curriculum=curriculum, corrupt=corrupt, seed=seed,
                            lr=learn.lr, vlm=str(vlm) if vlm else None, resumed_from=str(resume) if resume else None,
                            world_size=world_size(), global_bs=bs*world_size()))
     cbs = [CheckpointCallback(out, **info)] + ([HistoryLogger(fname='history.csv', append=start_epoch > 0)] if main else [])
