@@ -27,7 +27,7 @@ __all__ = ['MODEL_PRESETS', 'MedK2N']
 
 # %% ../nbs/15_model.ipynb #97112609
 MODEL_PRESETS = {k: {**v, 'wdim': 64 if k == 'cpu' else 128, 'n_slots': 16, 'k_head': 2, 'fusion': 'full',
-                     'pixel_channels': 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False, 'select': 'mixture',
+                     'pixel_channels': 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False, 'select': 'mixture', 'fusion_groups': 8,
                      'feat_proj': True, 'head_kinds': ['residual', 'dilated'],
                      **({'dec_widths': [64, 32, 24], 'pool': 2} if k == 'cpu' else {})}
                  for k, v in PRESETS.items()}
@@ -67,6 +67,7 @@ class MedK2N(nn.Module):
                  detail_gate:bool=True, # scale the decoder's skips by the sample's highest input trust (presets: off, the decoder is told that trust instead; on rebuilds older checkpoints)
                  dec_widths:list|None=None, # decoder widths at strides 4, 2, 1
                  fusion:str='full', # ablation: 'B0' average, 'B1' +PreWeight, 'B2' +Threshold, 'B3'/'full' +EffiWeight
+                 fusion_groups:int=1, # the full mode's weight maps per frame, one per group of dim/fusion_groups state channels (1: one map)
                  select:str='argmax', # the output in eval: 'argmax' (the candidate with the best predicted score) or 'mixture' (the score-softmax mixture that training outputs; presets)
                  select_temp:float=0.1, # softmax temperature of the candidate mixture
                  pretrained_path:str|None=None, # local .safetensors backbone weights (frozen + LoRA)
@@ -85,7 +86,7 @@ class MedK2N(nn.Module):
         self._config = dict(arch='medk2n', modalities=list(self.modalities), size=int(size), backbone=backbone, dim=dim,
                             mem_dim=mem_dim, stem_channels=stem_channels, d_state=d_state, expand=expand, d_conv=d_conv, mixer=mixer, mem_heads=mem_heads,
                             mem_layers=mem_layers, wdim=wdim, n_slots=n_slots, k_head=k_head, head_kinds=list(head_kinds) if head_kinds else None,
-                            dec_widths=list(dec_widths) if dec_widths else None, feat_proj=bool(feat_proj), pixel_channels=int(pixel_channels), pixel_fusion=bool(pixel_fusion), skip_proj=bool(skip_proj), key_select=bool(key_select), detail_gate=bool(detail_gate), select=select, fusion=fusion_mode(fusion),
+                            dec_widths=list(dec_widths) if dec_widths else None, feat_proj=bool(feat_proj), pixel_channels=int(pixel_channels), pixel_fusion=bool(pixel_fusion), skip_proj=bool(skip_proj), key_select=bool(key_select), detail_gate=bool(detail_gate), select=select, fusion=fusion_mode(fusion), fusion_groups=int(fusion_groups),
                             select_temp=select_temp, pretrained_path=None if pretrained_path is None else str(pretrained_path),
                             lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, preset=preset, **extra)
         self.size, self.select, self.select_temp, self.key_select, self.detail_gate = int(size), select, select_temp, bool(key_select), bool(detail_gate)
@@ -105,7 +106,7 @@ class MedK2N(nn.Module):
         if self.trust_ctx is not None: nn.init.zeros_(self.trust_ctx.weight); nn.init.zeros_(self.trust_ctx.bias)
         self.state_film = nn.Linear(wdim, 2*dim)
         self.proj = nn.Conv2d(dim, dim, 1)             # Proj(F_en) of the state update
-        self.weighting = FusionWeighting(dim, wdim, M, mode=fusion, n_slots=n_slots)
+        self.weighting = FusionWeighting(dim, wdim, M, mode=fusion, n_slots=n_slots, groups=int(fusion_groups))
         self.heads = TaskHeadNet(dim, ch[1], ch[0], wdim, M, k_head, widths=tuple(dec_widths) if dec_widths else None, c1=int(pixel_channels), kinds=tuple(head_kinds) if head_kinds else HEAD_KINDS)
         self.pixel_skip = PixelSkip(int(pixel_channels), M) if pixel_channels and not pixel_fusion else None
         self.pixel_fusion = PixelFusion(int(pixel_channels), M) if pixel_channels and pixel_fusion else None
@@ -218,7 +219,8 @@ class MedK2N(nn.Module):
         fused = F.one_hot(key_m, M).to(S.dtype)      # [P,M] the frames in each pair's state: the key frame
         q = self.state_quality(S, c_task, fused, pj)
         steps[pb, key_m, pj] = q.detach().to(steps.dtype)
-        total = S.new_ones(P, 1, *S.shape[-2:])        # weight in the state's weighted mean, per pixel: the key frame's 1
+        total = S.new_ones(P, 1, *S.shape[-2:])        # weight in the state's weighted mean, per pixel (and channel group): the key frame's 1
+        total_skip = total.clone()                     # the same for the skips, which take each frame's mean weight over the groups
         # 4. auxiliary frames, in each pair's order
         for t in range(1, order.shape[1]):
             valid = K[pb] > t
@@ -238,6 +240,8 @@ class MedK2N(nn.Module):
             fused = torch.where(keep[:, None], fused_new, fused)
             om = self.weighting.frame_weight(W) * k4       # this frame's weight in the means; 0 where undone
             total = total + om
+            om = om.mean(1, keepdim=True)                  # one weight per pixel for the skips
+            total_skip = total_skip + om
             s4n = s4n + om * lvl4[n]
             o2 = F.interpolate(om, size=stem.shape[-2:], mode='bilinear', align_corners=False)
             s2n, s2d = s2n + o2 * stem[n], s2d + o2
@@ -245,7 +249,7 @@ class MedK2N(nn.Module):
                 o1 = F.interpolate(om, size=x.shape[-2:], mode='bilinear', align_corners=False)
                 if px is not None: s1n, s1d = s1n + o1 * px[n], s1d + o1
                 if share is not None: share = share.index_put((ar, src), o1[:, 0].to(share.dtype), accumulate=True)   # a padded step adds 0
-            bank.append(self.mem_encoder(F_en, src, None if b0 else W), keep)
+            bank.append(self.mem_encoder(F_en, src, None if b0 else W.mean(1, keepdim=True)), keep)
             v = valid.nonzero(as_tuple=True)[0]
             wrep = torch.ones_like(gain) if b0 else W.detach().mean((1, 2, 3))
             weights[pb[v], src[v], pj[v]] = (wrep * keep)[v].to(weights.dtype)   # casts: autocast may give half
@@ -261,7 +265,7 @@ class MedK2N(nn.Module):
         if share is not None:   # the pair's input pixels at once (non-inputs stay zero), each scaled by its share
             s1 = self.pixel_fusion(x.new_zeros(B, M, *x.shape[-2:]).index_put((fb, fm), frames[:, 0])[pb], share / share.sum(1, keepdim=True))
         else: s1 = None if px is None else s1n / s1d
-        cands, f_shared = self.heads(S, g * s4n / total, g * s2n / s2d, c_dec, pj, None if s1 is None else g * s1)
+        cands, f_shared = self.heads(S, g * s4n / total_skip, g * s2n / s2d, c_dec, pj, None if s1 is None else g * s1)
         errs, scores = self.quality_net(cands, f_shared, c_dec)
         img, qmap, score = select_candidates(cands, errs, scores, soft=self.training or self.select == 'mixture', temp=self.select_temp)
         def scatter(v):

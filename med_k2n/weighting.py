@@ -113,25 +113,27 @@ def soft_gate(w_global:Tensor, tau:Tensor, T:float=0.1) -> Tensor:
     return torch.sigmoid((w_global - tau) / T)
 
 class EffiWeightNet(nn.Module):
-    "Spatial effective weight map `W` [P,1,h,w] in [ε, 1−ε] (Eqs. 6–7, spatial, gated by w_global vs τ)"
+    "Spatial effective weight map `W` [P,G,h,w] in [ε, 1−ε], one map per channel group (Eqs. 6–7, spatial, gated by w_global vs τ)"
     def __init__(self,
                  dim:int, # channels C of the state and feature maps
                  d:int=64, # width D of the context vectors
                  hidden:int|None=None, # channels of the conv head (default C/2, at least 8)
                  T:float=0.1, # temperature of the soft threshold gate
-                 eps:float=1e-3): # clamp bound ε
+                 eps:float=1e-3, # clamp bound ε
+                 groups:int=1): # G weight maps, each for C/G consecutive channels of the state (1: one map for every channel)
         super().__init__()
+        if groups < 1 or dim % groups: raise ValueError(f"EffiWeightNet: groups={groups} must divide the {dim} channels of the state")
         hidden = hidden or max(8, dim//2)
-        self.T, self.eps = T, eps
+        self.T, self.eps, self.groups = T, eps, groups
         self.fuse = nn.Sequential(nn.Linear(2 + 4*d, d), nn.GELU())
         self.conv1 = nn.Conv2d(2*dim, hidden, 3, padding=1)
         self.norm = nn.GroupNorm(min(8, hidden), hidden)
         self.film = nn.Linear(d, 2*hidden)
-        self.conv2 = nn.Conv2d(hidden, 1, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, groups, 3, padding=1)
 
     def forward(self, S:Tensor, F_en:Tensor, w_global:Tensor, tau:Tensor, m:Tensor, x_gate:Tensor,
                 c_task:Tensor, c_modal:Tensor) -> Tensor:
-        "The clamped weight map `W` [P,1,h,w]"
+        "The clamped weight maps `W` [P,G,h,w]"
         f = self.fuse(torch.cat([w_global, tau, m, x_gate, c_task, c_modal], 1))
         g, b = self.film(f).chunk(2, 1)
         hid = self.norm(self.conv1(torch.cat([S, F_en], 1)))
@@ -158,16 +160,17 @@ class FusionWeighting(nn.Module):
                  mode:str='full', # ablation mode: 'B0', 'B1', 'B2', 'B3' or 'full'
                  n_slots:int=16, # task memory slots per target
                  T:float=0.1, # temperature of the threshold gate
-                 eps:float=1e-3): # clamp bound of the weights
+                 eps:float=1e-3, # clamp bound of the weights
+                 groups:int=1): # channel groups of the full mode's weight maps (`EffiWeightNet`)
         super().__init__()
         self.mode, self.T, self.eps = fusion_mode(mode), T, eps
         self.modal_emb, self.task_emb = nn.Embedding(n_modalities, d), nn.Embedding(n_modalities, d)
         self.pre = PreWeightNet(dim, d, n_modalities, n_slots)
         self.threshold = ThresholdNet(d, n_modalities)
-        self.effi = EffiWeightNet(dim, d, T=T, eps=eps)
+        self.effi = EffiWeightNet(dim, d, T=T, eps=eps, groups=groups)
 
     def forward(self, S:Tensor, F_en:Tensor, f_base:Tensor, src:Tensor, tgt:Tensor) -> dict:
-        "Weights of one auxiliary step: dict(W [P,1,h,w], w_global [P,1] or None, tau [P,1] or None)"
+        "Weights of one auxiliary step: dict(W [P,1,h,w] ([P,G,h,w] in the full mode), w_global [P,1] or None, tau [P,1] or None)"
         mode = fusion_mode(self.mode)
         P, _, h, w = S.shape
         if mode == 'B0': return dict(W=S.new_full((P, 1, h, w), 0.5), w_global=None, tau=None)
@@ -189,8 +192,10 @@ class FusionWeighting(nn.Module):
 
     @staticmethod
     def fuse(S:Tensor, proj:Tensor, W:Tensor, total:Tensor|float=1.) -> Tensor:
-        "The state after one step of the weighted mean: `proj` enters with weight `frame_weight(W)` next to the weight `total` already in `S`"
-        return S + W / (W + total * (1 - W)) * (proj - S)
+        "The state after one step of the weighted mean: `proj` enters with weight `frame_weight(W)` next to the weight `total` already in `S`; `W` and `total` with G channels weigh each of G channel groups of `S`"
+        a = W / (W + total * (1 - W))
+        if a.shape[1] not in (1, S.shape[1]): a = a.repeat_interleave(S.shape[1] // a.shape[1], 1)
+        return S + a * (proj - S)
 
 # %% ../nbs/13_weighting.ipynb #365ead42
 class FrameTrust(nn.Module):
