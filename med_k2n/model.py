@@ -27,7 +27,7 @@ __all__ = ['MODEL_PRESETS', 'MedK2N']
 
 # %% ../nbs/15_model.ipynb #97112609
 MODEL_PRESETS = {k: {**v, 'wdim': 64 if k == 'cpu' else 128, 'n_slots': 16, 'k_head': 2, 'fusion': 'full',
-                     'pixel_channels': 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False, 'select': 'mixture', 'fusion_groups': 8,
+                     'pixel_channels': 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False, 'select': 'mixture',
                      'feat_proj': True, 'head_kinds': ['residual', 'dilated'],
                      **({'dec_widths': [64, 32, 24], 'pool': 2} if k == 'cpu' else {})}
                  for k, v in PRESETS.items()}
