@@ -25,7 +25,7 @@ weight the weighting nets gave the corrupted frame before the gate. Reduced runs
 Everything goes to `--out`: the phantom, the slice cache, the checkpoints, results.csv and report.md.
 `--combine DIR [DIR ...]` pools earlier runs (say `--seed 0`, `--seed 1`, `--seed 2`, each with its own `--out`) into one table
 whose paired tests run over (run, subject, pattern): one run per model cannot separate two models closer than the spread
-between training runs.
+between training runs. It pools the robustness table too (from each run's runs.json), each run weighted by its test subjects.
 """
 import argparse, json, math, os, sys, time
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -154,8 +154,26 @@ def combine(dirs) -> str:
     allr = pd.concat(frames, ignore_index=True)
     results = {m: g.reset_index(drop=True) for m, g in allr.groupby('model', sort=False)}
     ours = 'Med-K2N' if 'Med-K2N' in results else None
-    return '\n'.join([f"# Pooled over {len(dirs)} runs: {', '.join(str(d) for d in dirs)}", '',
-                      table_markdown(results, ours, title='Whole slice'), '', table_markdown(results, ours, brain=True, title='Inside the brain mask')])
+    out = [f"# Pooled over {len(dirs)} runs: {', '.join(str(d) for d in dirs)}", '',
+           table_markdown(results, ours, title='Whole slice'), '', table_markdown(results, ours, brain=True, title='Inside the brain mask')]
+    runs = [json.loads((Path(d)/'runs.json').read_text()).get('robustness', {}) for d in dirs if (Path(d)/'runs.json').exists()]
+    if len(runs) < len(dirs): out += ['', f"No robustness table: {len(dirs) - len(runs)} of the runs have no runs.json."]
+    else:
+        from med_k2n.evaluate import robustness_markdown
+        pooled = {n: {'summary': pool_robustness([r[n] for r in runs])} for n in runs[0] if all(n in r for r in runs)}
+        if pooled: out += ['', '## Robustness, pooled', '', robustness_markdown(pooled),
+                           '', 'Each figure is the mean over the runs weighted by their test subjects.']
+    return '\n'.join(out)
+
+def pool_robustness(summaries:list) -> dict:
+    "One robustness summary from those of several runs (same model, modality and corruption): numbers averaged, weighted by each run's test subjects"
+    if len({(s['modality'], s['kind']) for s in summaries}) != 1: raise ValueError("pool_robustness: the runs corrupted different inputs or kinds")
+    w = [s['n_subjects'] for s in summaries]
+    out = {k: v for k, v in summaries[0].items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+    for k, v in summaries[0].items():
+        if k not in out: out[k] = sum(wi * s[k] for wi, s in zip(w, summaries)) / sum(w)
+    out['n_subjects'], out['n_patterns'] = sum(w), summaries[0]['n_patterns']
+    return out
 
 def main(argv=None):
     a = parse_args(argv)

@@ -111,3 +111,17 @@ def test_same_seed_same_metrics(phantom, tmp_path):
     a, b = scores
     assert len(a) == len(b) == 6
     assert np.allclose(a.psnr, b.psnr, atol=0.05) and np.allclose(a.psnr_brain, b.psnr_brain, atol=0.05)
+
+
+def test_bench_pools_robustness_over_runs():
+    "bench/quality.py --combine: a run's robustness figures count by its test subjects; different corruptions are refused"
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location('quality_bench', Path(__file__).parents[1]/'bench'/'quality.py')
+    q = importlib.util.module_from_spec(spec); spec.loader.exec_module(q)
+    a = dict(model='Med-K2N', modality='t2w', kind='noise', n_patterns=7, n_subjects=6, psnr_drop=1.0, fusion_weight_clean=0.4)
+    b = dict(a, n_subjects=2, psnr_drop=3.0, fusion_weight_clean=0.0)
+    p = q.pool_robustness([a, b])
+    assert p['n_subjects'] == 8 and p['n_patterns'] == 7 and p['model'] == 'Med-K2N' and p['kind'] == 'noise'
+    assert abs(p['psnr_drop'] - 1.5) < 1e-9 and abs(p['fusion_weight_clean'] - 0.3) < 1e-9
+    with pytest.raises(ValueError, match='different inputs'): q.pool_robustness([a, dict(b, kind='ghost')])
