@@ -124,7 +124,7 @@ class EffiWeightNet(nn.Module):
         super().__init__()
         if groups < 1 or dim % groups: raise ValueError(f"EffiWeightNet: groups={groups} must divide the {dim} channels of the state")
         hidden = hidden or max(8, dim//2)
-        self.T, self.eps, self.groups = T, eps, groups
+        self.T, self.eps = T, eps
         self.fuse = nn.Sequential(nn.Linear(2 + 4*d, d), nn.GELU())
         self.conv1 = nn.Conv2d(2*dim, hidden, 3, padding=1)
         self.norm = nn.GroupNorm(min(8, hidden), hidden)
