@@ -20,7 +20,9 @@ top of the training budget; on a CPU it scores 12 evenly spaced slices per test 
 Med-K2N is scored twice, with its quality-driven acceptance (`accept='quality'`, the default at inference) and
 with every auxiliary frame accepted (`accept='all'`, as in training), so the effect of the gate shows. With `accept='quality'` a rejected auxiliary
 frame's update is undone and its weight used is 0; the robustness table shows that weight and, beside it, the fusion
-weight the weighting nets gave the corrupted frame before the gate. Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
+weight the weighting nets gave the corrupted frame before the gate. The robustness test runs twice by default
+(`--kinds`): T2w with heavy Rician noise added (σ 0.15: the anatomy still shows, so a model may denoise it and use it)
+and T2w replaced by pure noise of the same σ (the issue's "one input replaced by heavy noise": nothing left to use). Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
 
 Everything goes to `--out`: the phantom, the slice cache, the checkpoints, results.csv and report.md.
 `--combine DIR [DIR ...]` pools earlier runs (say `--seed 0`, `--seed 1`, `--seed 2`, each with its own `--out`) into one table
@@ -51,7 +53,7 @@ def parse_args(argv=None):
     p.add_argument('--max-slices', type=int, default=None, help='score at most this many slices per test subject (default 12 on a CPU, all on a GPU; 0: all)')
     p.add_argument('--corrupt', default='t2w', help='input modality corrupted in the robustness test')
     p.add_argument('--corrupt-p', type=float, default=0.2, help='training: probability that a sample with >= 2 inputs gets one input corrupted, as does a sample with one input (InputCorruption; 0: off)')
-    p.add_argument('--kinds', default='noise', help="corruptions of the robustness test ('noise', 'ghost' or both, comma-separated)")
+    p.add_argument('--kinds', default='noise,pure_noise', help="corruptions of the robustness test, comma-separated: 'noise' (added), 'pure_noise' (the input replaced by noise), 'ghost'")
     p.add_argument('--vlm-minutes', type=float, default=3., help='time cap of the VLM pretraining for B4/B5 (--ablation)')
     p.add_argument('--threads', type=int, default=0, help='torch CPU threads (0: torch default)')
     p.add_argument('--workers', type=int, default=0, help='processes writing the phantom and the slice cache (0: one per CPU core)')

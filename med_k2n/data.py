@@ -366,17 +366,18 @@ class JointAffine(ItemTransform):
 
 # %% ../nbs/03_data.ipynb #437a3c36
 def corrupt_slices(x:torch.Tensor, # slices [Z,S,S] in [0, 1]
-                   kind:str='noise', # 'noise' (Rician) or 'ghost' (periodic motion in k-space)
+                   kind:str='noise', # 'noise' (Rician noise added), 'pure_noise' (the slice replaced by Rician noise: no signal left) or 'ghost' (periodic motion in k-space)
                    seed:int=0, # seed of the noise / motion
                    strength:float|None=None # noise σ (default 0.15) or ghost shift as a fraction of S (default 0.05)
                   ) -> torch.Tensor:
     "A corrupted copy of `x`, clipped to [0, 1]"
     g = torch.Generator().manual_seed(int(seed))
     x = x.detach().float().cpu()
-    if kind == 'noise':
+    if kind in ('noise', 'pure_noise'):
         s = 0.15 if strength is None else float(strength)
         n = torch.randn((2,) + tuple(x.shape), generator=g)
-        y = ((x + s*n[0])**2 + (s*n[1])**2).sqrt()
+        signal = x if kind == 'noise' else torch.zeros_like(x)
+        y = ((signal + s*n[0])**2 + (s*n[1])**2).sqrt()
     elif kind == 'ghost':
         S = x.shape[-2]
         shift = (0.05 if strength is None else float(strength)) * S
@@ -386,7 +387,7 @@ def corrupt_slices(x:torch.Tensor, # slices [Z,S,S] in [0, 1]
         delta = shift * torch.sin(2*math.pi*j/period + phase)
         ramp = torch.exp(-2j*math.pi*f*delta)[:, None]       # each row line shifted by its own delta
         y = torch.fft.ifft2(torch.fft.fft2(x.double()) * ramp).abs().float()
-    else: raise ValueError(f"unknown corruption {kind!r}: use 'noise' or 'ghost'")
+    else: raise ValueError(f"unknown corruption {kind!r}: use 'noise', 'pure_noise' or 'ghost'")
     return y.clamp(0, 1)
 
 

@@ -115,7 +115,7 @@ def evaluate(model, # model, checkpoint folder or fastai Learner
              bs:int=16, # slices per forward pass
              vlm=None, # a frozen modality CLIP (`vlm.load_vlm`) for identity accuracy, or its folder
              accept:str='quality', # Med-K2N's acceptance at inference: 'quality' or 'all'
-             corrupt:dict|None=None, # dict(modality=, kind='noise'|'ghost', seed=0, strength=None): corrupt that input
+             corrupt:dict|None=None, # dict(modality=, kind='noise'|'pure_noise'|'ghost', seed=0, strength=None): corrupt that input
              progress:bool=True, # progress bar over subjects
              min_fg:float=TRAIN_MIN_FG, # score slices with at least this foreground fraction (default: the training threshold; 0: any foreground)
              max_slices:int|None=None, # at most this many slices per subject, evenly spaced (quick checks); None: all
@@ -347,7 +347,7 @@ def figure_grid(model, # model, checkpoint folder or Learner
 def robustness(model, # model, checkpoint folder or Learner
                data=None, # as for `evaluate`
                corrupt_modality:str='t2w', # the input to corrupt
-               kind:str='noise', # 'noise' or 'ghost'
+               kind:str='noise', # 'noise' (added), 'pure_noise' (the input replaced by noise) or 'ghost'
                split:str='test', strength:float|None=None, seed:int=0, bs:int=16, accept:str='quality',
                progress:bool=True, name:str|None=None,
                clean:pd.DataFrame|None=None, # rows of a clean `evaluate` run with the same settings, to reuse
@@ -424,7 +424,7 @@ def eval_cmd(model:str=None, # checkpoint folder of the model to evaluate (from 
              vlm:str=None, # folder of a pretrained modality CLIP for identity accuracy
              bs:int=16, # slices per forward pass
              corrupt:str=None, # also run the robustness test with this input modality corrupted (e.g. t2w)
-             kind:str='noise', # corruption of the robustness test: noise or ghost
+             kind:str='noise', # corruption of the robustness test: noise, pure_noise or ghost
              figure:bool=True, # write grid.png (Fig. 4 layout)
              max_slices:int=None, # at most this many evenly spaced slices per subject (quick checks); default: all
              progress:bool=True): # progress bars

@@ -80,15 +80,15 @@ class TaskSampler(Callback):
 
 # %% ../nbs/22_learner.ipynb #de578712
 class InputCorruption(Callback):
-    "In training, one input of a sample becomes a noisy or ghosted copy with probability `p` (≥ 2 inputs) or `p_single` (one input); targets stay clean"
+    "In training, one input of a sample becomes a noisy, ghosted or pure-noise copy with probability `p` (≥ 2 inputs) or `p_single` (one input); targets stay clean"
     order = -4   # after TaskSampler
-    def __init__(self, p:float=0.2, p_single:float|None=None, kinds=('noise', 'ghost'), noise=(0.05, 0.3), ghost=(0.02, 0.08), seed:int=0):
+    def __init__(self, p:float=0.2, p_single:float|None=None, kinds=('noise', 'ghost', 'pure_noise'), noise=(0.05, 0.3), ghost=(0.02, 0.08), seed:int=0):
         p_single = p if p_single is None else p_single
         for v in (p, p_single):
             if not 0 <= v <= 1: raise ValueError(f"the input-corruption probability (--corrupt) must be in [0, 1], got {v}")
-        bad = [k for k in kinds if k not in ('noise', 'ghost')]
-        if bad: raise ValueError(f"InputCorruption: unknown kinds {bad}: use 'noise' and/or 'ghost'")
-        self.p, self.p_single, self.kinds, self.ranges, self.seed = p, p_single, tuple(kinds), dict(noise=noise, ghost=ghost), seed
+        bad = [k for k in kinds if k not in ('noise', 'pure_noise', 'ghost')]
+        if bad: raise ValueError(f"InputCorruption: unknown kinds {bad}: use 'noise', 'pure_noise' and/or 'ghost'")
+        self.p, self.p_single, self.kinds, self.ranges, self.seed = p, p_single, tuple(kinds), dict(noise=noise, pure_noise=noise, ghost=ghost), seed
         self.corrupted = None   # [B, M] bool: the inputs corrupted in the last training batch
     def draw(self, inputs:torch.Tensor, rng:random.Random) -> list:
         "`(sample, modality, kind, strength, seed)` for each input to corrupt in a batch with input mask `inputs` [B, M]"
@@ -498,7 +498,7 @@ def train_cmd(data:str=None, # dataset folder (BraTS, ISLES, IXI, generic or a p
               arch:str='medk2n', # 'medk2n' or 'unet' (zero-filled U-Net baseline)
               ablation:str=None, # B0, B1, B2, B3, B4 or B5 (the paper's Table 3 ladder); default: the full model
               curriculum:bool=True, # four-stage task curriculum (--no-curriculum: uniform over all tasks)
-              corrupt:float=0.2, # probability that a training sample with ≥ 2 inputs gets one input corrupted by noise or ghosting, as does a sample with one input (0: off)
+              corrupt:float=0.2, # probability that a training sample with ≥ 2 inputs gets one input corrupted (noise, ghosting or pure noise), as does a sample with one input (0: off)
               vlm:str=None, # folder of a pretrained modality CLIP (med-k2n pretrain-vlm) to train with CMIM
               resume:str=None, # checkpoint folder to resume from
               seed:int=0, # random seed
