@@ -11,6 +11,11 @@
 # Measured on one H200 (2026-11-27, torch 2.11, mambapy, bf16): training slices/s at 256 px, paper preset, bs 16 —
 # Med-K2N 14.2, B0 30.6, U-Net 218 — so the default 10 minutes give two epochs of 2347 slices; the 21-subject
 # phantom takes about 2 minutes on 16 cores and the evaluation comes on top (all test slices unless --max-slices).
+# Again on one H200 (2026-11-27, HEAD 8fe32b6): probe Med-K2N 15.2, U-Net 186.6, B0 32.2 slices/s. A bare training step
+# (model + K2NLoss + AdamW, bf16, bs 16, 256 px) takes 473-507 ms for Med-K2N and B0 alike (32-34 slices/s) with the GPU
+# busy about 90 % of it, mostly in elementwise kernels (mul/copy/add/sum; the mambapy scan at 64x64 tokens), and 58 ms for
+# the U-Net: the step is bandwidth-bound, not launch-bound, and Med-K2N's further 2x in the probe and in training comes
+# from outside the bare step (not found in this budget).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
