@@ -26,10 +26,10 @@ from .core import modality_set
 from . import io as kio
 
 # %% auto #0
-__all__ = ['CACHE_FORMAT', 'NORM_PERCENTILES', 'SPLITS', 'TRAIN_MIN_FG', 'slice_geometry', 'to_slices', 'from_slices',
-           'present_modalities', 'preprocess_case', 'split_counts', 'assign_splits', 'cache_params', 'cache_key',
-           'SliceCache', 'prepare', 'SliceDataset', 'test_dataset', 'JointAffine', 'corrupt_slices', 'k2n_dataloaders',
-           'show_batch', 'prepare_cmd']
+__all__ = ['CACHE_FORMAT', 'NORM_PERCENTILES', 'SPLITS', 'TRAIN_MIN_FG', 'CORRUPTIONS', 'slice_geometry', 'to_slices',
+           'from_slices', 'present_modalities', 'preprocess_case', 'split_counts', 'assign_splits', 'cache_params',
+           'cache_key', 'SliceCache', 'prepare', 'SliceDataset', 'test_dataset', 'JointAffine', 'corrupt_slices',
+           'k2n_dataloaders', 'show_batch', 'prepare_cmd']
 
 # %% ../nbs/03_data.ipynb #364151cd
 def slice_geometry(shape:Sequence[int], size:int) -> dict:
@@ -365,6 +365,8 @@ class JointAffine(ItemTransform):
         return x, present, mask
 
 # %% ../nbs/03_data.ipynb #437a3c36
+CORRUPTIONS = ('noise', 'pure_noise', 'ghost')   # the kinds of `corrupt_slices`
+
 def corrupt_slices(x:torch.Tensor, # slices [Z,S,S] in [0, 1]
                    kind:str='noise', # 'noise' (Rician noise added), 'pure_noise' (the slice replaced by Rician noise: no signal left) or 'ghost' (periodic motion in k-space)
                    seed:int=0, # seed of the noise / motion
@@ -387,7 +389,7 @@ def corrupt_slices(x:torch.Tensor, # slices [Z,S,S] in [0, 1]
         delta = shift * torch.sin(2*math.pi*j/period + phase)
         ramp = torch.exp(-2j*math.pi*f*delta)[:, None]       # each row line shifted by its own delta
         y = torch.fft.ifft2(torch.fft.fft2(x.double()) * ramp).abs().float()
-    else: raise ValueError(f"unknown corruption {kind!r}: use 'noise', 'pure_noise' or 'ghost'")
+    else: raise ValueError(f"unknown corruption {kind!r}: use one of {', '.join(map(repr, CORRUPTIONS))}")
     return y.clamp(0, 1)
 
 

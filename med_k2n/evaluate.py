@@ -20,7 +20,7 @@ import torch.nn as nn
 from fastprogress.fastprogress import progress_bar
 
 from .core import Task, canonical, eval_patterns, modality_set, parse_task
-from .data import SliceCache, prepare, SPLITS, TRAIN_MIN_FG, corrupt_slices
+from .data import SliceCache, prepare, SPLITS, TRAIN_MIN_FG, corrupt_slices, CORRUPTIONS
 from .metrics import slice_psnr, slice_ssim
 from .io import atomic_path
 
@@ -357,6 +357,7 @@ def robustness(model, # model, checkpoint folder or Learner
     ms = tuple(mod.modalities)
     cm = canonical(corrupt_modality)
     if cm not in ms: raise ValueError(f"corrupt_modality {corrupt_modality!r} is not in the model's modality set {ms}")
+    if kind not in CORRUPTIONS: raise ValueError(f"unknown corruption kind {kind!r}: use one of {', '.join(CORRUPTIONS)}")
     tasks = [t for t in eval_patterns(ms) if cm in t.inputs]
     kw = dict(data=data, split=split, patterns=tasks, bs=bs, accept=accept, progress=progress, name=name or default_name, **kwargs)
     pats = [str(t) for t in tasks]

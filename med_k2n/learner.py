@@ -30,7 +30,7 @@ from .core import modality_set, sample_task, curriculum_stage, CURRICULUM_FRACTI
 from .losses import K2NLoss
 from .metrics import k2n_metrics, PairMetric
 from .io import atomic_path
-from .data import corrupt_slices
+from .data import corrupt_slices, CORRUPTIONS
 from .heads import K2NOutput
 
 # %% auto #0
@@ -86,8 +86,8 @@ class InputCorruption(Callback):
         p_single = p if p_single is None else p_single
         for v in (p, p_single):
             if not 0 <= v <= 1: raise ValueError(f"the input-corruption probability (--corrupt) must be in [0, 1], got {v}")
-        bad = [k for k in kinds if k not in ('noise', 'pure_noise', 'ghost')]
-        if bad: raise ValueError(f"InputCorruption: unknown kinds {bad}: use 'noise', 'pure_noise' and/or 'ghost'")
+        bad = [k for k in kinds if k not in CORRUPTIONS]
+        if bad: raise ValueError(f"InputCorruption: unknown kinds {bad}: use {', '.join(map(repr, CORRUPTIONS))}")
         self.p, self.p_single, self.kinds, self.ranges, self.seed = p, p_single, tuple(kinds), dict(noise=noise, pure_noise=noise, ghost=ghost), seed
         self.corrupted = None   # [B, M] bool: the inputs corrupted in the last training batch
     def draw(self, inputs:torch.Tensor, rng:random.Random) -> list:
