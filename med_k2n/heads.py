@@ -21,7 +21,7 @@ from .weighting import mlp, global_pool
 # %% auto #0
 __all__ = ['HEAD_KINDS', 'K2NOutput', 'check_batch', 'FiLMBlock', 'ResDilated', 'make_head', 'TaskHeadNet', 'PixelSkip',
            'ModalityProjection', 'PixelFusion', 'QualityNet', 'select_candidates', 'StateQuality', 'pair_ssim',
-           'candidate_quality_loss', 'rank_loss', 'state_quality_loss', 'quality_loss', 'trust_loss']
+           'candidate_quality_loss', 'rank_loss', 'state_quality_loss', 'quality_loss', 'trust_loss', 'TargetPrior']
 
 # %% ../nbs/14_heads.ipynb #bf65ec3d
 @dataclass
@@ -40,6 +40,7 @@ class K2NOutput:
     accepted: Tensor|None = None        # [B,M(src),M(tgt)] bool: the update of frame i was kept for target j (key: True)
     trust: Tensor|None = None           # [B,M] FrameTrust of each input frame (probability it is free of heavy artefacts); 0 elsewhere
     fusion_weights: Tensor|None = None  # [B,M(src),M(tgt)] the weighting nets' weight of each source before the quality gate (key 1); `weights` is it where `accepted`, 0 elsewhere
+    signal: Tensor|None = None          # [B,M] probability that each input frame holds any signal of the subject (not a failed acquisition); 0 elsewhere
 
     def __getitem__(self, k): return getattr(self, k)
     def keys(self):
@@ -307,9 +308,41 @@ def quality_loss(out:K2NOutput, x:Tensor, targets:Tensor) -> Tensor:
     return candidate_quality_loss(out, x, targets) + state_quality_loss(out, x, targets)
 
 def trust_loss(out:K2NOutput, frames:Tensor) -> Tensor:
-    "Binary cross-entropy of the frames' trust against `frames` [B,M]: 1 a corrupted input, 0 a clean one, -1 not an input"
+    "Binary cross-entropy of the frames' trust against `frames` [B,M] (0 a clean input, 1 a corrupted one, 2 one with no signal left, -1 not an input), plus that of their `signal` (every input but a 2 holds signal) where the model predicts it"
     sel = frames >= 0
     if out.trust is None or not sel.any(): return out.images.sum() * 0
-    p = out.trust[sel].float().clamp(1e-6, 1 - 1e-6)
-    clean = (frames[sel] == 0).float()
-    return -(clean * p.log() + (1 - clean) * (1 - p).log()).mean()
+    def bce(p, y):
+        p = p[sel].float().clamp(1e-6, 1 - 1e-6)
+        return -(y * p.log() + (1 - y) * (1 - p).log()).mean()
+    loss = bce(out.trust, (frames[sel] == 0).float())
+    if out.signal is not None: loss = loss + bce(out.signal, (frames[sel] != 2).float())
+    return loss
+
+# %% ../nbs/14_heads.ipynb #a8cd57ca
+class TargetPrior(nn.Module):
+    "Each modality's mean training image `[M,S,S]` (a running mean of the real target slices, a buffer): the output where no input holds signal"
+    def __init__(self, n_modalities:int, size:int, momentum:float=0.999):
+        super().__init__()
+        self.momentum = momentum   # the running mean turns into an exponential one after 1/(1 - momentum) slices
+        self.register_buffer('image', torch.zeros(n_modalities, size, size))
+        self.register_buffer('count', torch.zeros(n_modalities))
+
+    def _at(self, v:Tensor, hw) -> Tensor:
+        return v if tuple(v.shape[-2:]) == tuple(hw) else F.interpolate(v[:, None], size=tuple(hw), mode='bilinear', align_corners=False)[:, 0]
+
+    @torch.no_grad()
+    def update(self, truth:Tensor, tgt:Tensor):
+        "Take the real target slices `truth` [P,S,S] of modalities `tgt` [P] into the running means; training mode only"
+        if not self.training or not len(tgt): return
+        truth = self._at(truth.detach().float(), self.image.shape[-2:])
+        tot = torch.zeros_like(self.image).index_add_(0, tgt, truth.to(self.image.dtype))
+        cnt = torch.zeros_like(self.count).index_add_(0, tgt, torch.ones(len(tgt), dtype=self.count.dtype, device=tgt.device))
+        seen = cnt > 0
+        m = torch.clamp(self.count[seen] / (self.count[seen] + cnt[seen]), max=self.momentum)[:, None, None]
+        self.image[seen] = m * self.image[seen] + (1 - m) * tot[seen] / cnt[seen][:, None, None]
+        self.count[seen] += cnt[seen]
+
+    def forward(self, img:Tensor, tgt:Tensor, signal:Tensor) -> Tensor:
+        "`signal·img + (1 − signal)·prior` for images `img` [P,S,S] of targets `tgt` [P]; `signal` [P]: the probability that an input holds signal"
+        s = signal.to(img.dtype)[:, None, None]
+        return s * img + (1 - s) * self._at(self.image[tgt], img.shape[-2:]).to(img.dtype)

@@ -90,6 +90,7 @@ class InputCorruption(Callback):
         if bad: raise ValueError(f"InputCorruption: unknown kinds {bad}: use {', '.join(map(repr, CORRUPTIONS))}")
         self.p, self.p_single, self.kinds, self.ranges, self.seed = p, p_single, tuple(kinds), dict(noise=noise, pure_noise=noise, ghost=ghost), seed
         self.corrupted = None   # [B, M] bool: the inputs corrupted in the last training batch
+        self.no_signal = None   # [B, M] bool: those of them replaced by pure noise (nothing of the slice left)
     def draw(self, inputs:torch.Tensor, rng:random.Random) -> list:
         "`(sample, modality, kind, strength, seed)` for each input to corrupt in a batch with input mask `inputs` [B, M]"
         res = []
@@ -101,20 +102,22 @@ class InputCorruption(Callback):
         return res
     def before_batch(self):
         "Replace the drawn inputs of this training batch by corrupted copies (the targets in `yb` keep the clean slices)"
-        self.corrupted = None
+        self.corrupted = self.no_signal = None
         if not self.training or not (self.p or self.p_single): return
         x, inputs, targets = self.learn.xb[:3]
         rank = int(os.environ.get('RANK', 0) or 0)
         rng = random.Random(task_seed(self.seed, self.epoch, self.iter, rank) ^ 0x5EED)
         todo = self.draw(inputs.cpu(), rng)
         self.corrupted = torch.zeros_like(inputs, dtype=torch.bool)
+        self.no_signal = torch.zeros_like(self.corrupted)
         if todo:
             x = x.clone()
             for b, m, kind, strength, s in todo:
                 x[b, m] = corrupt_slices(x[b, m][None], kind, s, strength)[0].to(x)
                 self.corrupted[b, m] = True
+                self.no_signal[b, m] = kind == 'pure_noise'
             self.learn.xb = (x, inputs, targets)
-        frames = torch.where(inputs.bool(), self.corrupted.long(), torch.full_like(inputs, -1, dtype=torch.long))
+        frames = torch.where(inputs.bool(), self.corrupted.long() + self.no_signal.long(), torch.full_like(inputs, -1, dtype=torch.long))
         self.learn.yb = (*self.learn.yb[:4], frames)
 
 # %% ../nbs/22_learner.ipynb #ddf0ebbc

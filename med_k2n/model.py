@@ -20,14 +20,14 @@ from .encoder import FrameEncoder, PRESETS
 from .multiscale import MultiScaleNet
 from .memory import MemoryEncoder, MemoryBank, MemoryAttention
 from .weighting import FusionWeighting, FrameTrust, fusion_mode
-from .heads import HEAD_KINDS, K2NOutput, TaskHeadNet, PixelSkip, PixelFusion, ModalityProjection, QualityNet, StateQuality, select_candidates, check_batch, state_quality_loss, pair_ssim
+from .heads import HEAD_KINDS, K2NOutput, TaskHeadNet, PixelSkip, PixelFusion, ModalityProjection, QualityNet, StateQuality, select_candidates, check_batch, TargetPrior, state_quality_loss, pair_ssim
 
 # %% auto #0
 __all__ = ['MODEL_PRESETS', 'MedK2N']
 
 # %% ../nbs/15_model.ipynb #97112609
 MODEL_PRESETS = {k: {**v, 'wdim': 64 if k == 'cpu' else 128, 'n_slots': 16, 'k_head': 2, 'fusion': 'full',
-                     'pixel_channels': 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False, 'select': 'mixture',
+                     'pixel_channels': 16, 'skip_proj': True, 'key_select': True, 'detail_gate': False, 'prior': True, 'select': 'mixture',
                      'feat_proj': True, 'head_kinds': ['residual', 'dilated'],
                      **({'dec_widths': [64, 32, 24], 'pool': 2} if k == 'cpu' else {})}
                  for k, v in PRESETS.items()}
@@ -65,6 +65,7 @@ class MedK2N(nn.Module):
                  skip_proj:bool=False, # a 1×1 projection per modality on each frame's skips before their mean (presets: on; off rebuilds older checkpoints)
                  key_select:bool=False, # per target, the key frame and the auxiliary order by the state-quality table's SSIM of each input alone (off: canonical order)
                  detail_gate:bool=True, # scale the decoder's skips by the sample's highest input trust (presets: off, the decoder is told that trust instead; on rebuilds older checkpoints)
+                 prior:bool=False, # fall back to the target's mean training image (`TargetPrior`) as far as none of a sample's inputs holds any signal, which a second `FrameTrust` tells (presets: on; off rebuilds older checkpoints)
                  dec_widths:list|None=None, # decoder widths at strides 4, 2, 1
                  fusion:str='full', # ablation: 'B0' average, 'B1' +PreWeight, 'B2' +Threshold, 'B3'/'full' +EffiWeight
                  fusion_groups:int=1, # the full mode's weight maps per frame, one per group of dim/fusion_groups state channels (1: one map)
@@ -86,7 +87,7 @@ class MedK2N(nn.Module):
         self._config = dict(arch='medk2n', modalities=list(self.modalities), size=int(size), backbone=backbone, dim=dim,
                             mem_dim=mem_dim, stem_channels=stem_channels, d_state=d_state, expand=expand, d_conv=d_conv, mixer=mixer, mem_heads=mem_heads,
                             mem_layers=mem_layers, wdim=wdim, n_slots=n_slots, k_head=k_head, head_kinds=list(head_kinds) if head_kinds else None,
-                            dec_widths=list(dec_widths) if dec_widths else None, feat_proj=bool(feat_proj), pixel_channels=int(pixel_channels), pixel_fusion=bool(pixel_fusion), skip_proj=bool(skip_proj), key_select=bool(key_select), detail_gate=bool(detail_gate), select=select, fusion=fusion_mode(fusion), fusion_groups=int(fusion_groups),
+                            dec_widths=list(dec_widths) if dec_widths else None, feat_proj=bool(feat_proj), pixel_channels=int(pixel_channels), pixel_fusion=bool(pixel_fusion), skip_proj=bool(skip_proj), key_select=bool(key_select), detail_gate=bool(detail_gate), prior=bool(prior), select=select, fusion=fusion_mode(fusion), fusion_groups=int(fusion_groups),
                             select_temp=select_temp, pretrained_path=None if pretrained_path is None else str(pretrained_path),
                             lora=lora, lora_rank=lora_rank, lora_alpha=lora_alpha, preset=preset, **extra)
         self.size, self.select, self.select_temp, self.key_select, self.detail_gate = int(size), select, select_temp, bool(key_select), bool(detail_gate)
@@ -115,6 +116,8 @@ class MedK2N(nn.Module):
         self.quality_net = QualityNet(self.heads.widths[2], wdim, k_head=k_head)
         self.state_quality = StateQuality(dim, wdim, M)
         self.frame_trust = FrameTrust(ch[0], dim, wdim, M)
+        self.frame_signal = FrameTrust(ch[0], dim, wdim, M, init_trust=0.99) if prior else None   # does a frame hold any signal (pure noise does not)
+        self.target_prior = TargetPrior(M, int(size)) if prior else None
 
     # ---- configuration ----
     @property
@@ -179,6 +182,7 @@ class MedK2N(nn.Module):
         K = inputs.sum(1)
         # frame trust: untrusted inputs come after trusted ones (the key is trusted if any input is); B0 (plain average) ignores it
         trust = self.frame_trust(stem, feat, fm)
+        signal = None if self.frame_signal is None else self.frame_signal(stem, feat, fm)
         rank = torch.arange(M, device=dev).expand(B, M).clone()
         if not b0: rank[fb, fm] += M * (trust.detach() < 0.5).long()
         if self.skip_proj is not None: lvl4, stem = self.skip_proj[0](lvl4, fm), self.skip_proj[1](stem, fm)   # the skips, each modality in its own subspace
@@ -268,21 +272,25 @@ class MedK2N(nn.Module):
         cands, f_shared = self.heads(S, g * s4n / total_skip, g * s2n / s2d, c_dec, pj, None if s1 is None else g * s1)
         errs, scores = self.quality_net(cands, f_shared, c_dec)
         img, qmap, score = select_candidates(cands, errs, scores, soft=self.training or self.select == 'mixture', temp=self.select_temp)
+        if signal is not None and not b0:   # as far as none of a pair's inputs holds signal, the target's mean training image (B0 decodes the noise as it is)
+            has = x.new_zeros(B).scatter_reduce(0, fb, signal.detach().to(x.dtype), 'amax', include_self=False)
+            img = self.target_prior(img, pj, has[pb])
         def scatter(v):
             return v.new_zeros(B, M, *v.shape[1:]).index_put((pb, pj), v)
         return K2NOutput(images=scatter(img), quality=scatter(qmap), scores=scatter(score), weights=weights,
                          candidates=scatter(cands), cand_errors=scatter(errs), cand_scores=scatter(scores),
                          gains=gains, step_scores=steps, state_score=scatter(q), accepted=accepted,
-                         trust=x.new_zeros(B, M).index_put((fb, fm), trust.to(x.dtype)), fusion_weights=proposed)
+                         trust=x.new_zeros(B, M).index_put((fb, fm), trust.to(x.dtype)), fusion_weights=proposed,
+                         signal=None if signal is None else x.new_zeros(B, M).index_put((fb, fm), signal.to(x.dtype)))
 
     def quality_loss(self, out:K2NOutput, x:Tensor, targets:Tensor) -> Tensor:
-        "Extra quality terms beyond the candidate regression of `K2NLoss`: the state-quality regression behind `gains`; in training it also feeds the real SSIM to the predictor's table"
+        "Extra quality terms beyond the candidate regression of `K2NLoss`: the state-quality regression behind `gains`; in training it also feeds the real SSIM to the predictor's table and the real targets to `TargetPrior`"
         t = targets.bool()
         if not t.any(): return state_quality_loss(out, x, t)
         ssim = pair_ssim(out.images[t].detach(), x[t])   # once: the table's update and the loss both use it
-        if self.training and out.accepted is not None:
-            b, j = t.nonzero(as_tuple=True)
-            self.state_quality.update(out.accepted[b, :, j], j, ssim)
+        b, j = t.nonzero(as_tuple=True)
+        if self.training and out.accepted is not None: self.state_quality.update(out.accepted[b, :, j], j, ssim)
+        if self.training and self.target_prior is not None: self.target_prior.update(x[b, j], j)
         return state_quality_loss(out, x, t, ssim)
 
     @torch.no_grad()

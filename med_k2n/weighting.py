@@ -199,7 +199,7 @@ class FusionWeighting(nn.Module):
 
 # %% ../nbs/13_weighting.ipynb #365ead42
 class FrameTrust(nn.Module):
-    "Probability [N] that each input frame is free of heavy artefacts, from its stem [N,c,H,W] and fused [N,C,h,w] features"
+    "Probability [N] that each input frame is free of heavy artefacts (or, trained on that label, holds any signal), from its stem [N,c,H,W] and fused [N,C,h,w] features"
     def __init__(self,
                  c_stem:int, # channels of the encoder's stride-2 stem
                  dim:int, # channels C of the fused features
