@@ -343,6 +343,8 @@ class TargetPrior(nn.Module):
         self.count[seen] += cnt[seen]
 
     def forward(self, img:Tensor, tgt:Tensor, signal:Tensor) -> Tensor:
-        "`signal·img + (1 − signal)·prior` for images `img` [P,S,S] of targets `tgt` [P]; `signal` [P]: the probability that an input holds signal"
-        s = signal.to(img.dtype)[:, None, None]
-        return s * img + (1 - s) * self._at(self.image[tgt], img.shape[-2:]).to(img.dtype)
+        "`signal·img + (1 − signal)·prior` for images `img` [P,S,S] (or candidates [P,K,S,S]) of targets `tgt` [P]; `signal` [P]: the probability that an input holds signal"
+        one = [1] * (img.ndim - 1)
+        s = signal.to(img.dtype).view(-1, *one)
+        p = self._at(self.image[tgt], img.shape[-2:]).to(img.dtype).view(len(tgt), *one[:-2], *img.shape[-2:])
+        return s * img + (1 - s) * p

@@ -270,11 +270,11 @@ class MedK2N(nn.Module):
             s1 = self.pixel_fusion(x.new_zeros(B, M, *x.shape[-2:]).index_put((fb, fm), frames[:, 0])[pb], share / share.sum(1, keepdim=True))
         else: s1 = None if px is None else s1n / s1d
         cands, f_shared = self.heads(S, g * s4n / total_skip, g * s2n / s2d, c_dec, pj, None if s1 is None else g * s1)
-        errs, scores = self.quality_net(cands, f_shared, c_dec)
-        img, qmap, score = select_candidates(cands, errs, scores, soft=self.training or self.select == 'mixture', temp=self.select_temp)
         if signal is not None and not b0:   # as far as none of a pair's inputs holds signal, the target's mean training image (B0 decodes the noise as it is)
             has = x.new_zeros(B).scatter_reduce(0, fb, signal.detach().to(x.dtype), 'amax', include_self=False)
-            img = self.target_prior(img, pj, has[pb])
+            cands = self.target_prior(cands, pj, has[pb])   # every candidate: the quality net scores, and the loss trains, what is returned
+        errs, scores = self.quality_net(cands, f_shared, c_dec)
+        img, qmap, score = select_candidates(cands, errs, scores, soft=self.training or self.select == 'mixture', temp=self.select_temp)
         def scatter(v):
             return v.new_zeros(B, M, *v.shape[1:]).index_put((pb, pj), v)
         return K2NOutput(images=scatter(img), quality=scatter(qmap), scores=scatter(score), weights=weights,
