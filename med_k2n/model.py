@@ -188,7 +188,8 @@ class MedK2N(nn.Module):
         if self.skip_proj is not None: lvl4, stem = self.skip_proj[0](lvl4, fm), self.skip_proj[1](stem, fm)   # the skips, each modality in its own subspace
         # the trust of the sample's most trusted input: with `detail_gate` the skips carry pixel detail only as far as it goes
         # (1 in B0); without, the decoder is told it and keeps the skips, to clean a lone noisy input as a U-Net learns to
-        top = x.new_zeros(B).scatter_reduce(0, fb, trust.detach().to(x.dtype), 'amax', include_self=False)
+        best = lambda v: x.new_zeros(B).scatter_reduce(0, fb, v.detach().to(x.dtype), 'amax', include_self=False)   # per sample, the highest of a per-frame value
+        top = best(trust)
         detail = top if self.detail_gate and not b0 else x.new_ones(B)
         rank = rank.masked_fill(~inputs, 2*M)
         # 2. pairs, each with its frame order: trusted inputs first, then untrusted ones, canonical order within each
@@ -271,8 +272,7 @@ class MedK2N(nn.Module):
         else: s1 = None if px is None else s1n / s1d
         cands, f_shared = self.heads(S, g * s4n / total_skip, g * s2n / s2d, c_dec, pj, None if s1 is None else g * s1)
         if signal is not None and not b0:   # as far as none of a pair's inputs holds signal, the target's mean training image (B0 decodes the noise as it is)
-            has = x.new_zeros(B).scatter_reduce(0, fb, signal.detach().to(x.dtype), 'amax', include_self=False)
-            cands = self.target_prior(cands, pj, has[pb])   # every candidate: the quality net scores, and the loss trains, what is returned
+            cands = self.target_prior(cands, pj, best(signal)[pb])   # every candidate: the quality net scores, and the loss trains, what is returned
         errs, scores = self.quality_net(cands, f_shared, c_dec)
         img, qmap, score = select_candidates(cands, errs, scores, soft=self.training or self.select == 'mixture', temp=self.select_temp)
         def scatter(v):
