@@ -13,12 +13,14 @@ preset, batch 8, bf16 mixed precision (`--amp`; on a CPU when it has bf16 instru
 rate (`learner.DEFAULT_LR`: 1e-3 for Med-K2N and B0, 3e-3 for the U-Net, which at 1e-3 is left far from converged),
 unless `--lr` sets one for all. The training budget `--minutes` is for the three main models together: the slices/s of
 each model are measured on a few training steps first, and the number of epochs (the same for all three,
-hence the same number of optimisation steps) is the largest that fits. `--epochs N` overrides it.
+hence the same number of optimisation steps) is the largest that fits. `--epochs N` overrides it. `--models med,b0` trains and scores only those (Med-K2N always), the budget then for them.
 Evaluation (14 patterns x every test slice with at least 5% foreground, the kind the models train on
 (`evaluate`'s default), plus the robustness runs) comes on
 top of the training budget; on a CPU it scores 12 evenly spaced slices per test subject (`--max-slices`, 0 for all).
 Med-K2N is scored twice, with its quality-driven acceptance (`accept='quality'`, the default at inference) and
-with every auxiliary frame accepted (`accept='all'`, as in training), so the effect of the gate shows. With `accept='quality'` a rejected auxiliary
+with every auxiliary frame accepted (`accept='all'`, as in training), so the effect of the gate shows; `--average-at-test`
+scores it a third time with the plain average in place of its weighting nets (`fusion='B0'` on the trained network), so
+what the weighting nets add at inference shows. With `accept='quality'` a rejected auxiliary
 frame's update is undone and its weight used is 0; the robustness table shows that weight and, beside it, the fusion
 weight the weighting nets gave the corrupted frame before the gate. The robustness test runs twice by default
 (`--kinds`): T2w with heavy Rician noise added (σ 0.15: the anatomy still shows, so a model may denoise it and use it)
@@ -39,6 +41,10 @@ def parse_args(argv=None):
     p.add_argument('--out', default='/tmp/med_k2n_quality', help='working and output folder')
     p.add_argument('--minutes', type=float, default=30., help='training budget for the three main models together')
     p.add_argument('--epochs', type=int, default=None, help='epochs per model (overrides the budget)')
+    p.add_argument('--models', default=','.join(SHORT), help=f"main models to train and score, comma-separated among {', '.join(SHORT)} "
+                   "(med is always one: the others are compared with it); the budget is for these together")
+    p.add_argument('--average-at-test', action='store_true', help="also score the trained Med-K2N with the plain average fusion at inference "
+                   "(fusion='B0' on its own weights): what its weighting nets add at test time")
     p.add_argument('--ablation', action='store_true', help='also train and score the B0→B5 ladder (Table 3)')
     p.add_argument('--preset', default='cpu', help="MedK2N / U-Net preset: 'cpu' or 'paper'")
     p.add_argument('--size', type=int, default=None, help="slice size (default: the preset's, 128 cpu / 256 paper)")
@@ -61,6 +67,11 @@ def parse_args(argv=None):
     p.add_argument('--combine', nargs='+', metavar='DIR', help='no training: pool the results.csv of earlier runs (e.g. one per --seed) into one '
                    'Table 1, each run\'s test subjects kept apart, so the Wilcoxon tests pair (run, subject, pattern)')
     a = p.parse_args(argv)
+    models = [m.strip().lower() for m in a.models.split(',') if m.strip()]
+    bad = [m for m in models if m not in SHORT]
+    if bad: p.error(f"--models: unknown {bad}; use {', '.join(SHORT)}")
+    if 'med' not in models: p.error("--models must include med: every other model is compared with Med-K2N")
+    a.models = ','.join(m for m in SHORT if m in models)
     if a.amp is None: a.amp = 'bf16' if torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported() else 'none'
     return a
 
@@ -89,6 +100,13 @@ MAIN = {  # name: (arch, ablation, fusion)
     'U-Net': ('unet', None, None),
     'B0 (average fusion)': ('medk2n', None, 'B0'),
 }
+SHORT = dict(med='Med-K2N', unet='U-Net', b0='B0 (average fusion)')   # --models names
+
+def main_models(a) -> dict:
+    "The entries of MAIN that `--models` selects, in MAIN's order"
+    keep = {SHORT[m] for m in a.models.split(',')}
+    return {n: v for n, v in MAIN.items() if n in keep}
+
 # The three main models differ only in the network: the same data, task curriculum, input corruption, loss and
 # steps. So the B0 of the main table is Med-K2N with average fusion, trained with the curriculum like the other
 # two; the ladder of --ablation keeps Table 3's definitions (B0-B4 without the curriculum, B5 with it).
@@ -197,16 +215,17 @@ def main(argv=None):
     n_train = cache.n_slices('train', 0.05)
 
     # 1. throughput first, then the epochs that fit the budget (same for every model: same steps)
-    speeds = {n: probe_speed(a, cache, arch, abl, fus) for n, (arch, abl, fus) in MAIN.items()}
+    chosen = main_models(a)
+    speeds = {n: probe_speed(a, cache, arch, abl, fus) for n, (arch, abl, fus) in chosen.items()}
     for n, s in speeds.items(): log(f"probe: {n}: {s:.2f} training slices/s")
     per_epoch = sum(n_train / s for s in speeds.values())
     if a.epochs is None:
         a.epochs = max(1, int(a.minutes * 60 * 0.9 // per_epoch))
-        log(f"budget {a.minutes:g} min for the three models: one epoch of all three ≈ {per_epoch/60:.1f} min -> {a.epochs} epoch(s)")
+        log(f"budget {a.minutes:g} min for the {len(chosen)} models: one epoch of each ≈ {per_epoch/60:.1f} min in all -> {a.epochs} epoch(s)")
         if per_epoch > a.minutes * 60: log(f"WARNING: even one epoch (≈ {per_epoch/60:.1f} min) exceeds the budget")
     # 2. train
     learners, runs = {}, []
-    for n, (arch, abl, fus) in MAIN.items():
+    for n, (arch, abl, fus) in chosen.items():
         learners[n], info = train_one(a, cache, out, n, arch, abl, a.epochs, fusion=fus)
         info['probe_slices_per_second'] = round(speeds[n], 2); runs.append(info)
     # 3. evaluate every pattern
@@ -219,6 +238,14 @@ def main(argv=None):
     results['Med-K2N (accept all)'] = evaluate(learners['Med-K2N'], split='test', bs=a.eval_bs, progress=not a.no_progress,
                                                name='Med-K2N (accept all)', max_slices=a.max_slices, accept='all')
     log(f"evaluated Med-K2N with accept='all' in {time.time()-t0:.0f} s")
+    if a.average_at_test:
+        from med_k2n.learner import unwrap_model
+        med, t0 = unwrap_model(learners['Med-K2N'].model), time.time()
+        trained, med.fusion = med.fusion, 'B0'   # the same trained network, its frames averaged (B0 also keeps the canonical order and ignores trust)
+        try: results['Med-K2N (average at test)'] = evaluate(learners['Med-K2N'], split='test', bs=a.eval_bs, progress=not a.no_progress,
+                                                            name='Med-K2N (average at test)', max_slices=a.max_slices)
+        finally: med.fusion = trained
+        log(f"evaluated Med-K2N with average fusion at inference in {time.time()-t0:.0f} s")
     write_results(results, out/'results.csv')
     figure_grid(learners['Med-K2N'], out=out/'grid.png')
     # 4. robustness

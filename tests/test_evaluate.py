@@ -125,3 +125,17 @@ def test_bench_pools_robustness_over_runs():
     assert p['n_subjects'] == 8 and p['n_patterns'] == 7 and p['model'] == 'Med-K2N' and p['kind'] == 'noise'
     assert abs(p['psnr_drop'] - 1.5) < 1e-9 and abs(p['fusion_weight_clean'] - 0.3) < 1e-9
     with pytest.raises(ValueError, match='different inputs'): q.pool_robustness([a, dict(b, kind='ghost')])
+
+
+def test_bench_models_selection():
+    "bench/quality.py --models: the chosen main models in the table's order; Med-K2N required, unknown names refused"
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location('quality_bench', Path(__file__).parents[1]/'bench'/'quality.py')
+    q = importlib.util.module_from_spec(spec); spec.loader.exec_module(q)
+    assert list(q.main_models(q.parse_args([]))) == list(q.MAIN)
+    a = q.parse_args(['--models', 'B0, med'])
+    assert a.models == 'med,b0' and list(q.main_models(a)) == ['Med-K2N', 'B0 (average fusion)']
+    assert not q.parse_args([]).average_at_test and q.parse_args(['--average-at-test']).average_at_test
+    for bad in ('unet,b0', 'med,resnet'):
+        with pytest.raises(SystemExit): q.parse_args(['--models', bad])
