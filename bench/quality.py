@@ -19,8 +19,9 @@ Evaluation (14 patterns x every test slice with at least 5% foreground, the kind
 top of the training budget; on a CPU it scores 12 evenly spaced slices per test subject (`--max-slices`, 0 for all).
 Med-K2N is scored twice, with its quality-driven acceptance (`accept='quality'`, the default at inference) and
 with every auxiliary frame accepted (`accept='all'`, as in training), so the effect of the gate shows; `--average-at-test`
-scores it a third time with the plain average in place of its weighting nets (`fusion='B0'` on the trained network), so
-what the weighting nets add at inference shows. With `accept='quality'` a rejected auxiliary
+scores it a third time with the plain average in place of its weighting nets (`fusion='B0'` on the trained network: its
+frames averaged in the canonical order, trust, its decoder context and the prior fallback off, as in B0), so what those
+add at inference shows. With `accept='quality'` a rejected auxiliary
 frame's update is undone and its weight used is 0; the robustness table shows that weight and, beside it, the fusion
 weight the weighting nets gave the corrupted frame before the gate. The robustness test runs twice by default
 (`--kinds`): T2w with heavy Rician noise added (σ 0.15: the anatomy still shows, so a model may denoise it and use it)
@@ -241,7 +242,7 @@ def main(argv=None):
     if a.average_at_test:
         from med_k2n.learner import unwrap_model
         med, t0 = unwrap_model(learners['Med-K2N'].model), time.time()
-        trained, med.fusion = med.fusion, 'B0'   # the same trained network, its frames averaged (B0 also keeps the canonical order and ignores trust)
+        trained, med.fusion = med.fusion, 'B0'   # the same trained network, run as B0 runs: average, canonical order, no trust, no prior
         try: results['Med-K2N (average at test)'] = evaluate(learners['Med-K2N'], split='test', bs=a.eval_bs, progress=not a.no_progress,
                                                             name='Med-K2N (average at test)', max_slices=a.max_slices)
         finally: med.fusion = trained
