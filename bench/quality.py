@@ -11,7 +11,7 @@ preset, batch 8, bf16 mixed precision (`--amp`; on a CPU when it has bf16 instru
 1.25x faster than float32 at the same quality). The three main models differ only in the network: the same data, task curriculum, input corruption
 (`--corrupt-p`, `learner.InputCorruption`), loss and number of steps; each trains at its architecture's peak learning
 rate (`learner.DEFAULT_LR`: 1e-3 for Med-K2N and B0, 3e-3 for the U-Net, which at 1e-3 is left far from converged),
-unless `--lr` sets one for all. The training budget `--minutes` is for the three main models together: the slices/s of
+unless `--lr` sets one for all. The training budget `--minutes` is for the main models together: the slices/s of
 each model are measured on a few training steps first, and the number of epochs (the same for all three,
 hence the same number of optimisation steps) is the largest that fits. `--epochs N` overrides it. `--models med,b0` trains and scores only those (Med-K2N always), the budget then for them.
 Evaluation (14 patterns x every test slice with at least 5% foreground, the kind the models train on
@@ -40,7 +40,7 @@ import torch
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument('--out', default='/tmp/med_k2n_quality', help='working and output folder')
-    p.add_argument('--minutes', type=float, default=30., help='training budget for the three main models together')
+    p.add_argument('--minutes', type=float, default=30., help='training budget for the main models together (all three unless --models)')
     p.add_argument('--epochs', type=int, default=None, help='epochs per model (overrides the budget)')
     p.add_argument('--models', default=','.join(SHORT), help=f"main models to train and score, comma-separated among {', '.join(SHORT)} "
                    "(med is always one: the others are compared with it); the budget is for these together")

@@ -113,12 +113,19 @@ def test_same_seed_same_metrics(phantom, tmp_path):
     assert np.allclose(a.psnr, b.psnr, atol=0.05) and np.allclose(a.psnr_brain, b.psnr_brain, atol=0.05)
 
 
-def test_bench_pools_robustness_over_runs():
-    "bench/quality.py --combine: a run's robustness figures count by its test subjects; different corruptions are refused"
+@pytest.fixture
+def quality_bench():
+    "bench/quality.py loaded as a module (it is a script, not part of the package)"
     import importlib.util
     from pathlib import Path
     spec = importlib.util.spec_from_file_location('quality_bench', Path(__file__).parents[1]/'bench'/'quality.py')
     q = importlib.util.module_from_spec(spec); spec.loader.exec_module(q)
+    return q
+
+
+def test_bench_pools_robustness_over_runs(quality_bench):
+    "bench/quality.py --combine: a run's robustness figures count by its test subjects; different corruptions are refused"
+    q = quality_bench
     a = dict(model='Med-K2N', modality='t2w', kind='noise', n_patterns=7, n_subjects=6, psnr_drop=1.0, fusion_weight_clean=0.4)
     b = dict(a, n_subjects=2, psnr_drop=3.0, fusion_weight_clean=0.0)
     p = q.pool_robustness([a, b])
@@ -127,12 +134,9 @@ def test_bench_pools_robustness_over_runs():
     with pytest.raises(ValueError, match='different inputs'): q.pool_robustness([a, dict(b, kind='ghost')])
 
 
-def test_bench_models_selection():
+def test_bench_models_selection(quality_bench):
     "bench/quality.py --models: the chosen main models in the table's order; Med-K2N required, unknown names refused"
-    import importlib.util
-    from pathlib import Path
-    spec = importlib.util.spec_from_file_location('quality_bench', Path(__file__).parents[1]/'bench'/'quality.py')
-    q = importlib.util.module_from_spec(spec); spec.loader.exec_module(q)
+    q = quality_bench
     assert list(q.main_models(q.parse_args([]))) == list(q.MAIN)
     a = q.parse_args(['--models', 'B0, med'])
     assert a.models == 'med,b0' and list(q.main_models(a)) == ['Med-K2N', 'B0 (average fusion)']
