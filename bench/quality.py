@@ -32,7 +32,7 @@ Everything goes to `--out`: the phantom, the slice cache, the checkpoints, resul
 whose paired tests run over (run, subject, pattern): one run per model cannot separate two models closer than the spread
 between training runs. It pools the robustness table too (from each run's runs.json), each run weighted by its test subjects.
 """
-import argparse, json, math, os, sys, time
+import argparse, json, math, os, statistics, sys, time
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 from pathlib import Path
 import torch
@@ -118,10 +118,13 @@ def model_kwargs(a, arch, fusion=None):
     if arch == 'unet': return dict(base=BASELINE_PRESETS[a.preset]['base'])
     return {} if fusion is None else dict(fusion=fusion)
 
+PROBE_REPS = 3   # timed batches per curriculum stage in `probe_speed`
+
 def probe_speed(a, cache, arch, ablation, fusion=None):
     """Training slices/s of a fresh model as `train` will run it: batches from the real training DataLoader
-    (augmentation included), the real loss (K2NLoss with the quality terms) and an AdamW step, one batch per
-    curriculum stage, weighted by the stage's share of the run (uniform tasks when the curriculum is off).
+    (augmentation included), the real loss (K2NLoss with the quality terms) and an AdamW step; per curriculum stage
+    the median of `PROBE_REPS` batches after one of warm-up, weighted by the stage's share of the run (uniform tasks
+    when the curriculum is off).
     Later stages have more targets per sample and cost more, so a probe on the first stage or on one loss
     term alone would underestimate the run (the first version of this probe did, by about 2x)."""
     from med_k2n.learner import k2n_learner, draw_tasks, TaskSampler
@@ -135,7 +138,9 @@ def probe_speed(a, cache, arch, ablation, fusion=None):
     curriculum = any(isinstance(c, TaskSampler) and c.curriculum for c in learn.cbs)
     stages = list(zip(CURRICULUM_STAGES, CURRICULUM_FRACTIONS)) if curriculum else [(None, 0.25)] * 4
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    rng, batches = random.Random(a.seed), iter(dls.train)
+    def forever():
+        while True: yield from dls.train
+    rng, batches = random.Random(a.seed), forever()   # a small training set may hold fewer batches than the probe takes
     ctx = torch.autocast(dev, dtype=torch.bfloat16 if a.amp == 'bf16' else torch.float16, enabled=a.amp != 'none')   # as the learner trains
     def step(stage):
         sync = torch.cuda.synchronize if dev == 'cuda' else (lambda: None)
@@ -147,8 +152,11 @@ def probe_speed(a, cache, arch, ablation, fusion=None):
         with ctx: out = model(x, i, t)
         learn.loss_func(out, x, t, mask, present).backward(); opt.step()
         sync(); return time.time() - t0
-    step(stages[-1][0])                                    # warm-up
-    per_batch = sum(f * step(st) for st, f in stages) / sum(f for _, f in stages)
+    for st, _ in stages: step(st)                          # warm-up, one batch per stage
+    # then the median of PROBE_REPS batches per stage: on a GPU a batch shape seen for the first time in the process
+    # costs about 1 s more (H200, paper preset, 256 px; most likely cuDNN picking kernels for it), and the first model
+    # probed met every shape first, so one timed batch made it look twice as slow as the same network probed second
+    per_batch = sum(f * statistics.median(step(st) for _ in range(PROBE_REPS)) for st, f in stages) / sum(f for _, f in stages)
     return a.bs / per_batch
 
 def train_one(a, cache, out:Path, name, arch, ablation, epochs, vlm=None, fusion=None):
