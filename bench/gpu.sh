@@ -20,6 +20,7 @@
 # choosing and building kernels for it; not profiled), e.g. Med-K2N k->1 steps of 3268/1723/646/1520/622 ms where a
 # repeated shape takes 600-650 ms; Med-K2N ran first and met every shape first. Run second, it is as fast as B0 (k->1 median 610 vs 1540 ms when B0 ran first). The probe now takes
 # the median of 3 batches per stage after a warm-up; the first model trained still pays the warm-up in its slices/s.
+# `bench/profile_step.py --fresh-tasks 14 --models med,b0` (then b0,med) shows it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1

@@ -9,6 +9,11 @@ On the CPU, `--preset cpu --size 128 --bs 8` is the bench/quality.py setting. Pr
 and, unless `--no-tables`, its operators sorted by device time (GPU) and by CPU time. Measured on one H200
 (2026-11-27, paper preset, 256 px, bs 16, bf16, mambapy): Med-K2N 473-507 ms a step, B0 495, U-Net 58; the
 GPU busy about 90 % of the step for all three, mostly in elementwise kernels (the mambapy scan).
+
+`--fresh-tasks N` instead times N steps per curriculum stage with a new task draw every step, as training has, and
+prints each step's time after the number of input frames in its batch. On the H200 (2026-11-27) this showed that a
+batch shape met for the first time in the process costs about 1 s more: whichever model runs first pays it (Med-K2N
+k->1 `37:3268 36:1723 36:646 34:1520 36:622` ms, repeated shapes 600-650 ms), the model run after it does not.
 """
 import argparse, os, random, time
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
@@ -32,6 +37,7 @@ def parse_args(argv=None):
     p.add_argument('--amp', default=None, choices=('bf16', 'none'), help='default: bf16 on a GPU, none on the CPU')
     p.add_argument('--steps', type=int, default=2, help='profiled steps (after 3 warm-up and 5 timed ones)')
     p.add_argument('--no-tables', action='store_true', help='summary lines only')
+    p.add_argument('--fresh-tasks', type=int, default=0, help='N > 0: time N steps per curriculum stage, a new task draw each, instead of profiling')
     p.add_argument('--seed', type=int, default=0)
     a = p.parse_args(argv)
     bad = [m for m in a.models.split(',') if m not in MODELS]
@@ -70,6 +76,26 @@ def profile_model(name, a, x, inputs, targets):
     return dict(model=name, params=sum(p.numel() for p in m.parameters()), ms=wall * 1e3, slices_per_s=a.bs / wall,
                 busy_ms=busy, launches=launches), ev
 
+def fresh_task_steps(name, a, x) -> dict:
+    "Per curriculum stage, `(input frames, seconds)` of `a.fresh_tasks` training steps of model `name`, each on a new task draw"
+    from med_k2n.core import CURRICULUM_STAGES
+    dev = a.device
+    sync = torch.cuda.synchronize if dev.startswith('cuda') else (lambda: None)
+    m = build(name, a).to(dev).train()
+    loss_fn = K2NLoss(model_quality=getattr(m, 'quality_loss', None))
+    opt, rng, ms = torch.optim.AdamW(m.parameters(), 1e-4), random.Random(a.seed), modality_set('brats')
+    times = {}
+    for stage in CURRICULUM_STAGES:
+        times[stage] = []
+        for _ in range(a.fresh_tasks):
+            inputs, targets = (t.to(dev) for t in draw_tasks(torch.ones(a.bs, len(ms), dtype=torch.bool), ms, rng, stage))
+            sync(); t0 = time.perf_counter()
+            with torch.autocast(dev.split(':')[0], dtype=torch.bfloat16, enabled=a.amp == 'bf16'):
+                out = m(x * inputs[..., None, None], inputs, targets)
+            loss = loss_fn(out, x, targets); opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sync()
+            times[stage].append((int(inputs.sum()), time.perf_counter() - t0))
+    return times
+
 def main(argv=None):
     a = parse_args(argv)
     torch.manual_seed(a.seed)
@@ -80,6 +106,12 @@ def main(argv=None):
     name = torch.cuda.get_device_name() if a.device.startswith('cuda') else f'CPU, {torch.get_num_threads()} threads'
     print(f"# One training step: preset {a.preset}, {a.size} px, bs {a.bs}, {name}, mixed precision {a.amp}\n")
     gpu = a.device.startswith('cuda')
+    if a.fresh_tasks:
+        for n in a.models.split(','):   # in the order given: the first model meets every batch shape first
+            for stage, ts in fresh_task_steps(n, a, x).items():
+                med = sorted(t for _, t in ts)[len(ts) // 2]
+                print(f"{n} {stage}: median {med*1e3:.0f} ms | " + ' '.join(f"{k}:{t*1e3:.0f}" for k, t in ts))
+        return
     for n in a.models.split(','):
         s, ev = profile_model(n, a, x, inputs, targets)
         line = f"{n}: {s['params']/1e6:.1f} M params, {s['ms']:.0f} ms/step ({s['slices_per_s']:.1f} slices/s)"

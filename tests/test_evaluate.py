@@ -116,11 +116,15 @@ def test_same_seed_same_metrics(phantom, tmp_path):
 @pytest.fixture
 def quality_bench():
     "bench/quality.py loaded as a module (it is a script, not part of the package)"
+    return load_bench('quality')
+
+def load_bench(name:str):
+    "bench/<name>.py loaded as a module"
     import importlib.util
     from pathlib import Path
-    spec = importlib.util.spec_from_file_location('quality_bench', Path(__file__).parents[1]/'bench'/'quality.py')
-    q = importlib.util.module_from_spec(spec); spec.loader.exec_module(q)
-    return q
+    spec = importlib.util.spec_from_file_location(f'{name}_bench', Path(__file__).parents[1]/'bench'/f'{name}.py')
+    m = importlib.util.module_from_spec(spec); spec.loader.exec_module(m)
+    return m
 
 
 def test_bench_pools_robustness_over_runs(quality_bench):
@@ -143,3 +147,14 @@ def test_bench_models_selection(quality_bench):
     assert not q.parse_args([]).average_at_test and q.parse_args(['--average-at-test']).average_at_test
     for bad in ('unet,b0', 'med,resnet'):
         with pytest.raises(SystemExit): q.parse_args(['--models', bad])
+
+
+def test_profile_step_fresh_tasks(capsys):
+    "bench/profile_step.py --fresh-tasks: one line per model and curriculum stage, each step's input-frame count and time"
+    from med_k2n.core import CURRICULUM_STAGES
+    load_bench('profile_step').main(['--models', 'med,b0', '--preset', 'cpu', '--size', '32', '--bs', '2', '--device', 'cpu', '--fresh-tasks', '2'])
+    lines = [l for l in capsys.readouterr().out.splitlines() if ' median ' in l]
+    assert [l.split(':')[0] for l in lines] == [f'{m} {s}' for m in ('med', 'b0') for s in CURRICULUM_STAGES]
+    for l in lines:
+        steps = l.split('| ')[1].split()
+        assert len(steps) == 2 and all(int(k) >= 2 and float(t) > 0 for k, t in (st.split(':') for st in steps))   # bs 2: at least one frame each
