@@ -15,12 +15,13 @@
 # (model + K2NLoss + AdamW, bf16, bs 16, 256 px) takes 473-507 ms for Med-K2N and B0 alike (32-34 slices/s) with the GPU
 # busy about 90 % of it, mostly in elementwise kernels (mul/copy/add/sum; the mambapy scan at 64x64 tokens), and 58 ms for
 # the U-Net: the step is bandwidth-bound, not launch-bound.
-# Med-K2N's 2x over B0 in those probes and trainings was the order, not the network (H200, 2026-11-27, HEAD 44e5195): a batch
-# shape (number of input frames, of pairs) seen for the first time in the process costs about 1 s more (most likely cuDNN
-# choosing and building kernels for it; not profiled), e.g. Med-K2N k->1 steps of 3268/1723/646/1520/622 ms where a
-# repeated shape takes 600-650 ms; Med-K2N ran first and met every shape first. Run second, it is as fast as B0 (k->1 median 610 vs 1540 ms when B0 ran first). The probe now takes
-# the median of 3 batches per stage after a warm-up; the first model trained still pays the warm-up in its slices/s.
-# `bench/profile_step.py --fresh-tasks 14 --models med,b0` (then b0,med) shows it.
+# Med-K2N's 2x over B0 in those probes and trainings was the order, not the network (H200, 2026-11-27, HEAD 44e5195): a
+# batch shape (number of input frames, of pairs) seen for the first time in the process costs about 1 s more (most likely
+# cuDNN choosing and building kernels for it; not profiled), e.g. Med-K2N k->1 steps of 3268/1723/646/1520/622 ms where a
+# repeated shape takes 600-650 ms; Med-K2N ran first and met every shape first. Run second, it is as fast as B0 (k->1
+# median 610 vs 1540 ms when B0 ran first). The probe now takes the median of 3 batches per stage after a warm-up; the
+# first model trained still pays the warm-up in its slices/s. `bench/profile_step.py --fresh-tasks 14 --models med,b0`
+# (then b0,med) shows it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
