@@ -160,7 +160,7 @@ class MedK2N(nn.Module):
                 x:Tensor, # [B,M,S,S] slices in [0,1] (non-input channels are never read)
                 inputs:Tensor, # [B,M] bool: given modalities
                 targets:Tensor, # [B,M] bool: modalities to synthesise (disjoint from inputs)
-                accept:str|None=None, # 'quality' (undo updates with negative predicted gain) or 'all'; default: 'all' in training, 'quality' in eval
+                accept:str|None=None, # 'quality' (undo updates with negative predicted gain) or 'all'; default: 'all' in training, 'quality' in eval; B0 keeps all
                ) -> K2NOutput:
         "Synthesise the `targets` of each sample from its `inputs`"
         inputs, targets = check_batch(x, inputs, targets, len(self.modalities))
@@ -238,7 +238,7 @@ class MedK2N(nn.Module):
             fused_new = fused.index_put((torch.arange(P, device=dev), src), fused.new_ones(P))   # a padded step re-adds the key: no change
             q_new = self.state_quality(S_new, c_task, fused_new, pj)
             gain = (q_new - q).detach()
-            keep = valid & (gain >= 0) if accept == 'quality' else valid
+            keep = valid & (gain >= 0) if accept == 'quality' and not b0 else valid   # B0 averages every available frame
             k4 = keep.to(S.dtype)[:, None, None, None]
             S = torch.where(k4.bool(), S_new, S)
             q = torch.where(keep, q_new, q)
