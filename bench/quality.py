@@ -19,13 +19,17 @@ Evaluation (14 patterns x every test slice with at least 5% foreground, the kind
 top of the training budget; on a CPU it scores 12 evenly spaced slices per test subject (`--max-slices`, 0 for all).
 Med-K2N is scored twice, with its quality-driven acceptance (`accept='quality'`, the default at inference) and
 with every auxiliary frame accepted (`accept='all'`, as in training), so the effect of the gate shows; `--average-at-test`
-scores it a third time with the plain average in place of its weighting nets (`fusion='B0'` on the trained network: its
-frames averaged in the canonical order, trust, its decoder context and the prior fallback off, as in B0), so what those
-add at inference shows. With `accept='quality'` a rejected auxiliary
+scores it a third time with the plain average in place of its weighting nets (`fusion='B0'` on the trained network: every
+available frame averaged in the canonical order, with no quality gate, trust, decoder context or prior fallback, as in B0), so
+what those add at inference shows. With `accept='quality'` a rejected auxiliary
 frame's update is undone and its weight used is 0; the robustness table shows that weight and, beside it, the fusion
 weight the weighting nets gave the corrupted frame before the gate. The robustness test runs twice by default
 (`--kinds`): T2w with heavy Rician noise added (σ 0.15: the anatomy still shows, so a model may denoise it and use it)
 and T2w replaced by pure noise of the same σ (the issue's "one input replaced by heavy noise": nothing left to use). Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
+
+`--snr-scale LOW HIGH` writes the phantom with acquisitions of varying quality (each modality of each subject at its
+nominal SNR times a factor drawn log-uniformly in the range; `make_phantom`'s `snr_scale`): with a fixed SNR per sequence,
+as by default, a fixed average is close to the best fusion, and quality-driven fusion has little to choose.
 
 Everything goes to `--out`: the phantom, the slice cache, the checkpoints, results.csv and report.md.
 `--combine DIR [DIR ...]` pools earlier runs (say `--seed 0`, `--seed 1`, `--seed 2`, each with its own `--out`) into one table
@@ -57,6 +61,7 @@ def parse_args(argv=None):
     p.add_argument('--amp', default=None, choices=['bf16', 'fp16', 'none'], help='mixed precision of every model (default: bf16 on a GPU, and on a CPU with bf16 instructions (oneDNN), else none)')
     p.add_argument('--lr', type=float, default=None, help='peak learning rate of every model (default: each architecture\'s, learner.DEFAULT_LR)')
     p.add_argument('--seed', type=int, default=0, help='seed of the phantom, the splits and the training runs')
+    p.add_argument('--snr-scale', type=float, nargs=2, default=(1., 1.), metavar=('LOW', 'HIGH'), help="the phantom's SNR of each modality of each subject times a factor drawn log-uniformly in [LOW, HIGH] (acquisitions of varying quality; default 1 1: nominal)")
     p.add_argument('--max-slices', type=int, default=None, help='score at most this many slices per test subject (default 12 on a CPU, all on a GPU; 0: all)')
     p.add_argument('--corrupt', default='t2w', help='input modality corrupted in the robustness test')
     p.add_argument('--corrupt-p', type=float, default=0.2, help='training: probability that a sample with >= 2 inputs gets one input corrupted, as does a sample with one input (InputCorruption; 0: off)')
@@ -85,7 +90,7 @@ def make_data(a, out:Path):
     n = a.train_subjects + a.valid_subjects + a.test_subjects
     data = out/'data'
     t0 = time.time()
-    write_phantom_dataset(data, subjects=n, size=a.size, seed=a.seed, progress=not a.no_progress, workers=a.workers)
+    write_phantom_dataset(data, subjects=n, size=a.size, seed=a.seed, progress=not a.no_progress, workers=a.workers, snr_scale=tuple(a.snr_scale))
     log(f"phantom: {n} subjects at {a.size} px in {time.time()-t0:.0f} s -> {data}")
     cache = prepare(data, cache=out/'cache', size=a.size, valid_pct=a.valid_subjects/n, test_pct=a.test_subjects/n,
                     seed=a.seed, progress=not a.no_progress, workers=a.workers)
@@ -269,6 +274,7 @@ def main(argv=None):
                   f"{r['slices_per_second']:.2f} | {r['probe_slices_per_second']:.2f} |" for r in runs]
     head = (f"Phantom seed {a.seed}: {a.train_subjects} train / {a.valid_subjects} valid / {a.test_subjects} test subjects, "
             f"{a.size} px, preset {a.preset}, device {dev}, mixed precision {a.amp}; {n_train} training slices per epoch"
+            + (f"; SNR of each input times a factor in [{a.snr_scale[0]:g}, {a.snr_scale[1]:g}] per subject" if tuple(a.snr_scale) != (1, 1) else '')
             + (f"; at most {a.max_slices} slices per test subject scored" if a.max_slices else '') + '.')
     parts = ['# Med-K2N quality benchmark', '', head, '', '## Training', '', *train_tbl, '',
              '## Table 1 protocol', '', table_markdown(results, 'Med-K2N', title='Whole slice'), '',

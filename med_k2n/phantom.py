@@ -405,10 +405,13 @@ def make_phantom(seed:int=0, # subject seed: same seed, bit-identical phantom
                  lesion:bool|None=None, # tumour or not; None: random, 80 % of subjects
                  field_strength:float=3.0, # B0 in tesla (1.5 to 3): tissue values, TI and SNR follow it
                  artefact:str|None=None, # None, 'ghost' (motion ghosting) or 'noise' (SNR / 4)
-                 artefact_modality:str|None=None # the modality that gets the artefact; None: all
+                 artefact_modality:str|None=None, # the modality that gets the artefact; None: all
+                 snr_scale:tuple=(1., 1.) # per modality, the SNR times a factor drawn log-uniformly in this range (acquisitions of varying quality); (1, 1): nominal
                 ) -> Phantom:
     "Simulate one multi-contrast brain MRI subject from `seed`"
     ms, artefact_modality = _check_args(modalities, artefact, artefact_modality, size, depth, seed)
+    lo, hi = (float(v) for v in snr_scale)
+    if not 0 < lo <= hi: raise ValueError(f"snr_scale={tuple(snr_scale)} must be a range (low, high) with 0 < low <= high")
     size, seed = int(size), int(seed)
     depth = default_depth(size) if depth is None else int(depth)
     prm = tissue_parameters(field_strength)
@@ -457,7 +460,8 @@ def make_phantom(seed:int=0, # subject seed: same seed, bit-identical phantom
         S = signal(PD, t1, t2, **{k: v for k, v in seq.items()}).astype(np.float32)
         S = ndimage.gaussian_filter(S, 0.5, mode='constant', truncate=3.0)
         S *= np.exp(np.float32(0.12) * _field(wb, x, y, z))
-        snr = SNR_3T[m] * B0 / 3 / (4 if hit and artefact == 'noise' else 1)
+        q = 1. if lo == hi == 1 else float(np.exp(np.random.default_rng([seed, 5, MODALITIES.index(m)]).uniform(np.log(lo), np.log(hi))))   # its own stream
+        snr = SNR_3T[m] * B0 / 3 * q / (4 if hit and artefact == 'noise' else 1)
         sigma = np.float32(S[wm].mean() / snr)
         Si = None
         if hit and artefact == 'ghost':
