@@ -127,6 +127,27 @@ def test_artefacts():
     nz = make_phantom(2, size=48, lesion=True, artefact='noise')
     for m in MODS: assert np.median(nz.images[m][air]) > 3 * np.median(base.images[m][air])
 
+def test_snr_scale_on_disk(tmp_path):
+    "A dataset of varying acquisition quality: the same anatomy and labels, the subjects' SNRs drawn in the range, reproducibly"
+    nom = write_phantom_dataset(tmp_path/'nom', subjects=2, size=32, seed=3, progress=False)
+    var = write_phantom_dataset(tmp_path/'var', subjects=2, size=32, seed=3, progress=False, snr_scale=(0.25, 1.))
+    again = write_phantom_dataset(tmp_path/'again', subjects=2, size=32, seed=3, progress=False, snr_scale=(0.25, 1.))
+    md5 = lambda p: hashlib.md5(p.read_bytes()).hexdigest()
+    for a, b, c in zip(nom, var, again):
+        seg = f'{a.name}-seg.nii.gz'
+        assert md5(a/seg) == md5(b/seg)
+        for m in MODS:
+            f = f'{a.name}-{m}.nii.gz'
+            assert md5(b/f) == md5(c/f) and md5(a/f) != md5(b/f), f
+    # the background's noise grows as the SNR falls, never by more than the range allows (4x; 10 % slack for the median)
+    ratios = []
+    for a, b in zip(nom, var):
+        for m in MODS:
+            x, y = (nib.load(d/f'{d.name}-{m}.nii.gz').get_fdata() for d in (a, b))
+            air = x < np.percentile(x, 40)   # the air around the head: noise alone
+            ratios.append(np.median(y[air]) / np.median(x[air]))
+    assert min(ratios) > 0.9 and max(ratios) < 4.4 and max(ratios) > 1.3, ratios
+
 def test_field_strength_and_pd():
     ph = make_phantom(1, size=32, field_strength=1.5, modalities=('pd', 't2f'))
     assert list(ph.images) == ['pd', 't2f'] and ph.params['field_strength'] == 1.5
