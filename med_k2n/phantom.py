@@ -558,13 +558,17 @@ def phantom_cmd(out:str=None, # folder to write the dataset into (created if mis
                 seed:int=0, # dataset seed: the same seed writes byte-identical files
                 depth:int=None, # axial slices (default: round(size*155/240))
                 pd:bool=False, # also write proton-density images
-                workers:int=1 # processes writing subjects side by side (0: one per CPU core)
+                workers:int=1, # processes writing subjects side by side (0: one per CPU core)
+                snr_low:float=1., # varying acquisition quality: each modality of each subject at its nominal SNR times a factor drawn log-uniformly in [snr_low, snr_high]
+                snr_high:float=1. # upper end of the SNR factor's range (1 and 1: the nominal phantom)
                ):
     "Write a BraTS-2023-layout phantom dataset with `-seg` labels"
     if out is None: raise ValueError("give the folder to write with --out DIR (e.g. --out data/phantom)")
+    if not 0 < snr_low <= snr_high: raise ValueError(f"--snr-low {snr_low} and --snr-high {snr_high}: the SNR factors must satisfy 0 < low <= high")
     ms = ('t1n', 't1c', 't2w', 't2f') + (('pd',) if pd else ())
     t0 = time.time()
-    dirs = write_phantom_dataset(out, subjects=subjects, size=size, seed=seed, depth=depth, modalities=ms, progress=True, workers=workers)
+    dirs = write_phantom_dataset(out, subjects=subjects, size=size, seed=seed, depth=depth, modalities=ms, progress=True, workers=workers,
+                                 snr_scale=(snr_low, snr_high))
     dt = time.time() - t0
     d = default_depth(size) if depth is None else depth
     print(f"wrote {len(dirs)} phantom subjects ({', '.join(ms)} + seg, {size}x{size}x{d} voxels of {240/size:.3g} mm) "

@@ -148,6 +148,18 @@ def test_snr_scale_on_disk(tmp_path):
             ratios.append(np.median(y[air]) / np.median(x[air]))
     assert min(ratios) > 0.9 and max(ratios) < 4.4 and max(ratios) > 1.3, ratios
 
+def test_cli_snr_range(tmp_path):
+    "`med-k2n phantom --snr-low/--snr-high`: another subject's noise, the same labels; a reversed range is refused before writing"
+    for name, extra in (('nom', ()), ('var', ('--snr-low', 0.25, '--snr-high', 0.5))):
+        r = _cli('--out', tmp_path/name, '--subjects', 1, '--size', 32, *extra)
+        assert r.returncode == 0, r.stderr
+    sid = 'BraTS-PHA-00000-000'
+    md5 = lambda p: hashlib.md5(p.read_bytes()).hexdigest()
+    assert md5(tmp_path/'nom'/sid/f'{sid}-seg.nii.gz') == md5(tmp_path/'var'/sid/f'{sid}-seg.nii.gz')
+    assert md5(tmp_path/'nom'/sid/f'{sid}-t2w.nii.gz') != md5(tmp_path/'var'/sid/f'{sid}-t2w.nii.gz')
+    r = _cli('--out', tmp_path/'bad', '--subjects', 1, '--size', 32, '--snr-low', 0.5, '--snr-high', 0.25)
+    assert r.returncode == 2 and '0 < low <= high' in r.stderr and not (tmp_path/'bad').exists(), r.stderr
+
 def test_field_strength_and_pd():
     ph = make_phantom(1, size=32, field_strength=1.5, modalities=('pd', 't2f'))
     assert list(ph.images) == ['pd', 't2f'] and ph.params['field_strength'] == 1.5
