@@ -383,7 +383,7 @@ def _ghost(S:np.ndarray, shift_vox:float, period:float, phase:float) -> np.ndarr
     k = np.fft.fft2(S, axes=(0, 1)) * np.exp(-2j*np.pi*f*delta)[:, None, None]
     return np.fft.ifft2(k, axes=(0, 1)).astype(np.complex64)
 
-def _check_args(modalities, artefact, artefact_modality, size, depth, seed):
+def _check_args(modalities, artefact, artefact_modality, size, depth, seed, snr_scale=(1., 1.)):
     ms = tuple(canonical(m) for m in ((modalities,) if isinstance(modalities, str) else modalities))
     bad = [m for m in ms if m not in PHANTOM_MODALITIES]
     if bad: raise ValueError(f"the phantom cannot simulate {', '.join(bad)}: it simulates {', '.join(PHANTOM_MODALITIES)}")
@@ -395,6 +395,8 @@ def _check_args(modalities, artefact, artefact_modality, size, depth, seed):
     if int(size) != size or size < 16: raise ValueError(f"size={size} must be an integer of at least 16 voxels")
     if depth is not None and (int(depth) != depth or depth < 1): raise ValueError(f"depth={depth} must be a positive integer")
     if int(seed) != seed or seed < 0: raise ValueError(f"seed={seed} must be a non-negative integer")
+    lo, hi = snr_scale
+    if not 0 < lo <= hi: raise ValueError(f"snr_scale={tuple(snr_scale)} (--snr-low, --snr-high) must be a range (low, high) with 0 < low <= high")
     return ms, artefact_modality
 
 # %% ../nbs/02_phantom.ipynb #cc0f18bc
@@ -409,9 +411,8 @@ def make_phantom(seed:int=0, # subject seed: same seed, bit-identical phantom
                  snr_scale:tuple=(1., 1.) # per modality, the SNR times a factor drawn log-uniformly in this range (acquisitions of varying quality); (1, 1): nominal
                 ) -> Phantom:
     "Simulate one multi-contrast brain MRI subject from `seed`"
-    ms, artefact_modality = _check_args(modalities, artefact, artefact_modality, size, depth, seed)
+    ms, artefact_modality = _check_args(modalities, artefact, artefact_modality, size, depth, seed, snr_scale)
     lo, hi = (float(v) for v in snr_scale)
-    if not 0 < lo <= hi: raise ValueError(f"snr_scale={tuple(snr_scale)} must be a range (low, high) with 0 < low <= high")
     size, seed = int(size), int(seed)
     depth = default_depth(size) if depth is None else int(depth)
     prm = tissue_parameters(field_strength)
@@ -460,7 +461,7 @@ def make_phantom(seed:int=0, # subject seed: same seed, bit-identical phantom
         S = signal(PD, t1, t2, **{k: v for k, v in seq.items()}).astype(np.float32)
         S = ndimage.gaussian_filter(S, 0.5, mode='constant', truncate=3.0)
         S *= np.exp(np.float32(0.12) * _field(wb, x, y, z))
-        q = 1. if lo == hi == 1 else float(np.exp(np.random.default_rng([seed, 5, MODALITIES.index(m)]).uniform(np.log(lo), np.log(hi))))   # its own stream
+        q = float(np.exp(np.random.default_rng([seed, 5, MODALITIES.index(m)]).uniform(np.log(lo), np.log(hi))))   # its own stream; exactly 1 for (1, 1)
         snr = SNR_3T[m] * B0 / 3 * q / (4 if hit and artefact == 'noise' else 1)
         sigma = np.float32(S[wm].mean() / snr)
         Si = None
@@ -540,7 +541,7 @@ def write_phantom_dataset(out, # folder to write into (created if missing)
                           **kwargs # more `make_phantom` arguments (lesion, field_strength, artefact, ...)
                          ) -> list:
     "Write `subjects` phantoms in the BraTS 2023 layout under `out`; returns the subject folders"
-    ms, _ = _check_args(modalities, None, None, size, depth, seed)
+    ms, _ = _check_args(modalities, None, None, size, depth, seed, kwargs.get('snr_scale', (1., 1.)))   # refuse before writing anything
     if int(subjects) != subjects or subjects < 1: raise ValueError(f"subjects={subjects} must be a positive integer")
     out = Path(out)
     if out.exists() and not out.is_dir(): raise ValueError(f"--out {out} exists and is not a folder")
@@ -564,7 +565,6 @@ def phantom_cmd(out:str=None, # folder to write the dataset into (created if mis
                ):
     "Write a BraTS-2023-layout phantom dataset with `-seg` labels"
     if out is None: raise ValueError("give the folder to write with --out DIR (e.g. --out data/phantom)")
-    if not 0 < snr_low <= snr_high: raise ValueError(f"--snr-low {snr_low} and --snr-high {snr_high}: the SNR factors must satisfy 0 < low <= high")
     ms = ('t1n', 't1c', 't2w', 't2f') + (('pd',) if pd else ())
     t0 = time.time()
     dirs = write_phantom_dataset(out, subjects=subjects, size=size, seed=seed, depth=depth, modalities=ms, progress=True, workers=workers,
