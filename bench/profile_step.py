@@ -50,17 +50,24 @@ def build(name, a):
     if name == 'unet': return UNetBaseline(modalities='brats', **{**BASELINE_PRESETS[a.preset], 'size': a.size})
     return MedK2N.from_preset(a.preset, size=a.size, fusion='B0' if name == 'b0' else 'full')
 
-def profile_model(name, a, x, inputs, targets):
-    "Summary dict and the profiler's key averages of `steps` training steps of model `name`"
+def trainer(name, a):
+    "A fresh model `name` on `a.device`, its training step `step(x, inputs, targets)` (K2NLoss, AdamW, autocast as `a.amp`) and the device's sync"
     dev = a.device
     sync = torch.cuda.synchronize if dev.startswith('cuda') else (lambda: None)
     m = build(name, a).to(dev).train()
     loss_fn = K2NLoss(model_quality=getattr(m, 'quality_loss', None))
     opt = torch.optim.AdamW(m.parameters(), 1e-4)
-    def step():
+    def step(x, inputs, targets):
         with torch.autocast(dev.split(':')[0], dtype=torch.bfloat16, enabled=a.amp == 'bf16'):
             out = m(x * inputs[..., None, None], inputs, targets)
         loss = loss_fn(out, x, targets); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+    return m, step, sync
+
+def profile_model(name, a, x, inputs, targets):
+    "Summary dict and the profiler's key averages of `steps` training steps of model `name`"
+    dev = a.device
+    m, train_step, sync = trainer(name, a)
+    step = lambda: train_step(x, inputs, targets)
     for _ in range(3): step()
     sync(); t = time.perf_counter(); n = 5
     for _ in range(n): step()
@@ -79,20 +86,15 @@ def profile_model(name, a, x, inputs, targets):
 def fresh_task_steps(name, a, x) -> dict:
     "Per curriculum stage, `(input frames, seconds)` of `a.fresh_tasks` training steps of model `name`, each on a new task draw"
     from med_k2n.core import CURRICULUM_STAGES
-    dev = a.device
-    sync = torch.cuda.synchronize if dev.startswith('cuda') else (lambda: None)
-    m = build(name, a).to(dev).train()
-    loss_fn = K2NLoss(model_quality=getattr(m, 'quality_loss', None))
-    opt, rng, ms = torch.optim.AdamW(m.parameters(), 1e-4), random.Random(a.seed), modality_set('brats')
+    _, step, sync = trainer(name, a)
+    rng, ms = random.Random(a.seed), modality_set('brats')
     times = {}
     for stage in CURRICULUM_STAGES:
         times[stage] = []
         for _ in range(a.fresh_tasks):
-            inputs, targets = (t.to(dev) for t in draw_tasks(torch.ones(a.bs, len(ms), dtype=torch.bool), ms, rng, stage))
+            inputs, targets = (t.to(a.device) for t in draw_tasks(torch.ones(a.bs, len(ms), dtype=torch.bool), ms, rng, stage))
             sync(); t0 = time.perf_counter()
-            with torch.autocast(dev.split(':')[0], dtype=torch.bfloat16, enabled=a.amp == 'bf16'):
-                out = m(x * inputs[..., None, None], inputs, targets)
-            loss = loss_fn(out, x, targets); opt.zero_grad(set_to_none=True); loss.backward(); opt.step(); sync()
+            step(x, inputs, targets); sync()
             times[stage].append((int(inputs.sum()), time.perf_counter() - t0))
     return times
 
