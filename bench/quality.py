@@ -179,7 +179,7 @@ def train_one(a, cache, out:Path, name, arch, ablation, epochs, vlm=None, fusion
 def combine(dirs) -> str:
     "One Table 1 (whole slice and brain) over the results.csv of several runs, a subject of run d named 'd/subject'"
     import pandas as pd
-    from med_k2n.evaluate import table_markdown
+    from med_k2n.evaluate import table_markdown, fusion_gain_markdown
     frames = []
     for d in dirs:
         f = Path(d)/'results.csv'
@@ -189,7 +189,8 @@ def combine(dirs) -> str:
     results = {m: g.reset_index(drop=True) for m, g in allr.groupby('model', sort=False)}
     ours = 'Med-K2N' if 'Med-K2N' in results else None
     out = [f"# Pooled over {len(dirs)} runs: {', '.join(str(d) for d in dirs)}", '',
-           table_markdown(results, ours, title='Whole slice'), '', table_markdown(results, ours, brain=True, title='Inside the brain mask')]
+           table_markdown(results, ours, title='Whole slice'), '', table_markdown(results, ours, brain=True, title='Inside the brain mask'),
+           '', '## What fusion adds over the best input alone', '', fusion_gain_markdown(results)]
     runs = [json.loads((Path(d)/'runs.json').read_text()).get('robustness', {}) for d in dirs if (Path(d)/'runs.json').exists()]
     if len(runs) < len(dirs): out += ['', f"No robustness table: {len(dirs) - len(runs)} of the runs have no runs.json."]
     else:
@@ -219,7 +220,7 @@ def main(argv=None):
     if a.max_slices is None: a.max_slices = None if torch.cuda.is_available() else 12
     a.max_slices = a.max_slices or None
     import matplotlib; matplotlib.use('Agg')
-    from med_k2n.evaluate import evaluate, table_markdown, robustness, robustness_markdown, write_results, figure_grid, display_name
+    from med_k2n.evaluate import evaluate, table_markdown, fusion_gain_markdown, robustness, robustness_markdown, write_results, figure_grid, display_name
     out = Path(a.out); out.mkdir(parents=True, exist_ok=True)
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     log(f"device {dev} ({torch.cuda.get_device_name() if dev == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
@@ -279,6 +280,7 @@ def main(argv=None):
     parts = ['# Med-K2N quality benchmark', '', head, '', '## Training', '', *train_tbl, '',
              '## Table 1 protocol', '', table_markdown(results, 'Med-K2N', title='Whole slice'), '',
              table_markdown(results, 'Med-K2N', brain=True, title='Inside the brain mask'), '',
+             '## What fusion adds over the best input alone', '', fusion_gain_markdown(results), '',
              '## Robustness', '', robustness_markdown(rob)]
     # 6. ablation ladder (Table 3)
     if a.ablation:

@@ -26,8 +26,8 @@ from .io import atomic_path
 
 # %% auto #0
 __all__ = ['METRICS', 'display_name', 'pattern_label', 'training_subjects', 'eval_cache', 'eval_subjects', 'evaluate',
-           'pattern_scores', 'wilcoxon', 'table_markdown', 'write_results', 'figure_grid', 'robustness',
-           'robustness_markdown', 'eval_cmd']
+           'pattern_scores', 'signed_rank', 'wilcoxon', 'table_markdown', 'fusion_gain', 'fusion_gain_markdown',
+           'write_results', 'figure_grid', 'robustness', 'robustness_markdown', 'eval_cmd']
 
 # %% ../nbs/23_evaluate.ipynb #8e7dbdf7
 def display_name(m:str) -> str:
@@ -212,21 +212,24 @@ def pattern_scores(results:pd.DataFrame, metric:str='psnr') -> pd.DataFrame:
 def _patterns_in_order(results:pd.DataFrame) -> list:
     return list(dict.fromkeys(results['pattern']))
 
+def signed_rank(diff, alternative:str='two-sided') -> tuple:
+    "(statistic, p) of scipy's Wilcoxon signed-rank test on paired differences (NaN dropped; (nan, nan) if none; p = 1 if all are 0)"
+    from scipy.stats import wilcoxon as _w
+    diff = np.asarray(diff, dtype=float)
+    diff = diff[~np.isnan(diff)]
+    if not len(diff): return float('nan'), float('nan')
+    if np.all(diff == 0): return 0., 1.
+    r = _w(diff, alternative=alternative)
+    return float(r.statistic), float(r.pvalue)
+
 def wilcoxon(results_a:pd.DataFrame, # rows of `evaluate` for model A (e.g. ours)
              results_b:pd.DataFrame, # rows of `evaluate` for model B (a baseline), same subjects
              metric:str='psnr', # which column to test
              alternative:str='two-sided') -> pd.DataFrame:
     "Paired Wilcoxon signed-rank test of A vs B per pattern over subjects, plus a pooled 'all' row"
-    from scipy.stats import wilcoxon as _w
     a, b = pattern_scores(results_a, metric), pattern_scores(results_b, metric)
     m = a.merge(b[['pattern', 'subject', 'value']], on=['pattern', 'subject'], suffixes=('_a', '_b'))
-    def test(d):
-        diff = (d.value_a - d.value_b).to_numpy()
-        diff = diff[~np.isnan(diff)]
-        if not len(diff): return float('nan'), float('nan')
-        if np.all(diff == 0): return 0., 1.
-        r = _w(diff, alternative=alternative)
-        return float(r.statistic), float(r.pvalue)
+    test = lambda d: signed_rank(d.value_a - d.value_b, alternative)
     rows = []
     for p in _patterns_in_order(results_a):
         d = m[m.pattern == p]
@@ -287,6 +290,44 @@ def table_markdown(results:dict, # name → DataFrame of `evaluate`
     lines += ['', f"{'Inside the brain mask' if brain else 'Whole slice (the paper protocol)'}; PSNR in dB, data range 1; "
                   f"mean over {nsub} test subject(s) of the per-subject mean over slices and targets. "
                   f"* p < {alpha} (paired Wilcoxon over subjects, PSNR, vs {ours}); the p of the means row pools all (subject, pattern) pairs."]
+    return '\n'.join(lines)
+
+# %% ../nbs/23_evaluate.ipynb #51381439
+def fusion_gain(results:pd.DataFrame, # rows of `evaluate` for one model, the one-input patterns included
+                metric:str='psnr') -> pd.DataFrame:
+    "Per subject, input set of two or more, and target: the fused score against the set's best input alone"
+    if metric not in results.columns: raise ValueError(f"metric {metric!r} is not a results column ({', '.join(METRICS)})")
+    r = results.assign(inputs=results.pattern.str.split('->').str[0])
+    single = r[r.k == 1].groupby(['inputs', 'target', 'subject'])[metric].mean()
+    if not len(single): raise ValueError("fusion_gain needs the one-input patterns (e.g. 't1n->t2w') among the results: "
+                                         "evaluate them too (the default `patterns` of `evaluate` has all of them)")
+    mean_single = single.groupby(['inputs', 'target']).mean()
+    fused = r[r.k >= 2].groupby(['inputs', 'target', 'subject'], sort=False)[metric].mean()
+    rows = []
+    for (inp, tgt, subj), v in fused.items():
+        alone = {s: mean_single[(s, tgt)] for s in inp.split(',') if (s, tgt) in mean_single.index}
+        if not alone: continue                             # none of its inputs was scored alone for this target
+        best = max(alone, key=alone.get)
+        if (best, tgt, subj) not in single.index: continue   # this subject lacks that one-input pattern
+        b = float(single[(best, tgt, subj)])
+        rows.append(dict(subject=subj, inputs=inp, available=pattern_label(inp + '->' + tgt), k=len(inp.split(',')), target=tgt,
+                         fused=float(v), best_input=best, best_alone=b, gain=float(v) - b))
+    cols = ['subject', 'inputs', 'available', 'k', 'target', 'fused', 'best_input', 'best_alone', 'gain']
+    return pd.DataFrame(rows, columns=cols)
+
+def fusion_gain_markdown(results:dict, # name → DataFrame of `evaluate`
+                         metric:str='psnr') -> str:
+    "A Markdown table: per model and number of inputs, the fused score, the best input alone, the gain and its Wilcoxon p"
+    lines = ['| Model | inputs | cases | fused | best input alone | gain | p |', '|---|---|---|---|---|---|---|']
+    for n, res in results.items():
+        g = fusion_gain(res, metric)
+        for k, d in [*g.groupby('k'), *([('all ≥ 2', g)] if g.k.nunique() > 1 else [])]:
+            p = signed_rank(d.fused - d.best_alone)[1]
+            lines.append(f"| {n} | {k} | {len(d)} | {d.fused.mean():.2f} | {d.best_alone.mean():.2f} | {d.gain.mean():+.2f} | {p:.3g} |")
+    what = {'psnr': 'PSNR in dB (whole slice)', 'psnr_brain': 'PSNR in dB inside the brain mask'}.get(metric, metric)
+    lines += ['', f"{what}; a case is a (subject, input set, target); 'best input alone': the model's output from the one "
+                  f"input of the set that scores best for this target on average over the subjects; p: paired Wilcoxon, fused vs best "
+                  f"input alone, over the cases (they share subjects, so the test is indicative)."]
     return '\n'.join(lines)
 
 # %% ../nbs/23_evaluate.ipynb #6c853006
@@ -452,6 +493,8 @@ def eval_cmd(model:str=None, # checkpoint folder of the model to evaluate (from 
     write_results(results, out/'results.csv')
     parts = [table_markdown(results, ours, title='PSNR, SSIM per available-input pattern (whole slice)'), '',
              table_markdown(results, ours, brain=True, title='PSNR, SSIM inside the brain mask')]
+    if all((r.k == 1).any() and (r.k >= 2).any() for r in results.values()):   # the patterns of any dataset with 3+ modalities
+        parts += ['', '**What fusion adds over the best input alone (PSNR)**', '', fusion_gain_markdown(results)]
     if vlm is not None:
         idm = {n: r.groupby('pattern', sort=False).identity.mean() for n, r in results.items()}
         parts += ['', '**Identity accuracy of the synthesised targets (frozen VLM)**', '',

@@ -158,3 +158,24 @@ def test_profile_step_fresh_tasks(capsys):
     for l in lines:
         steps = l.split('| ')[1].split()
         assert len(steps) == 2 and all(int(k) >= 2 and float(t) > 0 for k, t in (st.split(':') for st in steps))   # bs 2: at least one frame each
+
+
+def test_bench_combine_fusion_gain(quality_bench, tmp_path):
+    "bench/quality.py --combine: the pooled report has the table of what fusion adds over the best input alone, over both runs' subjects"
+    import pandas as pd
+    from med_k2n.core import eval_patterns
+    from med_k2n.evaluate import pattern_label
+    for run, level in (('r1', 24.), ('r2', 22.)):
+        rows = [dict(model=m, subject=f's{i}', pattern=p, available=pattern_label(p), k=len(p.split('->')[0].split(',')), target=t,
+                     n_slices=4, psnr=level + i + len(p.split('->')[0].split(',')) * gain, ssim=0.9, psnr_brain=level - 6, ssim_brain=0.8)
+                for m, gain in (('Med-K2N', 0.5), ('B0 (average fusion)', 0.2)) for i in range(3)
+                for p in map(str, eval_patterns('brats')) for t in p.split('->')[1].split(',')]
+        (tmp_path/run).mkdir(); pd.DataFrame(rows).to_csv(tmp_path/run/'results.csv', index=False)
+    md = quality_bench.combine([tmp_path/'r1', tmp_path/'r2'])
+    assert 'No robustness table: 2 of the runs have no runs.json.' in md
+    fg = md.split('## What fusion adds over the best input alone')[1]
+    lines = [l for l in fg.splitlines() if l.startswith('| Med-K2N') or l.startswith('| B0')]
+    assert len(lines) == 6                                         # per model: 2 inputs, 3 inputs, all ≥ 2
+    med2 = lines[0].split(' | ')
+    assert med2[1:3] == ['2', '72']                                # 6 subjects (3 per run) × 6 input sets × 2 targets
+    assert med2[5] == '+0.50'                                      # each extra input adds 0.5 dB in these results
