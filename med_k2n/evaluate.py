@@ -322,7 +322,7 @@ def fusion_gain_markdown(results:dict, # name → DataFrame of `evaluate`
     for n, res in results.items():
         g = fusion_gain(res, metric)
         for k, d in [*g.groupby('k'), *([('all ≥ 2', g)] if g.k.nunique() > 1 else [])]:
-            p = signed_rank(d.fused - d.best_alone)[1]
+            p = signed_rank(d.gain)[1]
             lines.append(f"| {n} | {k} | {len(d)} | {d.fused.mean():.2f} | {d.best_alone.mean():.2f} | {d.gain.mean():+.2f} | {p:.3g} |")
     what = {'psnr': 'PSNR in dB (whole slice)', 'psnr_brain': 'PSNR in dB inside the brain mask'}.get(metric, metric)
     lines += ['', f"{what}; a case is a (subject, input set, target); 'best input alone': the model's output from the one "
