@@ -27,9 +27,9 @@ weight the weighting nets gave the corrupted frame before the gate. The robustne
 (`--kinds`): T2w with heavy Rician noise added (σ 0.15: the anatomy still shows, so a model may denoise it and use it)
 and T2w replaced by pure noise of the same σ (the issue's "one input replaced by heavy noise": nothing left to use). Reduced runs for a quick check: `--train-subjects 4 --test-subjects 2 --size 64 --epochs 1 --max-slices 8`.
 
-`--snr-scale LOW HIGH` writes the phantom with acquisitions of varying quality (each modality of each subject at its
-nominal SNR times a factor drawn log-uniformly in the range; `make_phantom`'s `snr_scale`): with a fixed SNR per sequence,
-as by default, a fixed average is close to the best fusion, and quality-driven fusion has little to choose.
+`--snr-scale LOW HIGH` writes the phantom with acquisitions of varying quality (each series of each subject at its
+drawn SNR times a factor drawn log-uniformly in the range; `make_phantom`'s `snr_scale`): the default phantom already draws
+each series' SNR in a clinical range, and this widens the spread, so quality-driven fusion has more to choose from.
 
 Everything goes to `--out`: the phantom, the slice cache, the checkpoints, results.csv and report.md.
 `--combine DIR [DIR ...]` pools earlier runs (say `--seed 0`, `--seed 1`, `--seed 2`, each with its own `--out`) into one table
