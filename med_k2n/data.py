@@ -206,7 +206,7 @@ class SliceCache:
     def n_slices(self, split:str|None=None, min_fg:float=0.0) -> int:
         "The number of slices with foreground fraction >= `min_fg` in `split` (None: all subjects), from the meta alone"
         subs = self.subjects if split is None else self.splits[split]
-        return sum(int((np.asarray(self.meta['subjects'][s]['fg']) >= min_fg).sum()) for s in subs)
+        return sum(int((np.asarray(self.meta['subjects'][s]['fg'], np.float32) >= np.float32(min_fg)).sum()) for s in subs)   # float32, as `SliceDataset` compares
 
     def __repr__(self):
         sp = ', '.join(f"{k}={len(v)}" for k, v in self.splits.items())
@@ -235,7 +235,7 @@ def _cache_case(job:tuple, folder:Path, ms:tuple, size:int, resample:bool) -> tu
     with kio.atomic_path(folder/fn) as tmp:
         with open(tmp, 'wb') as f: np.savez_compressed(f, **arrays)
     return c.subject, dict(file=fn, files=sig, n_slices=int(arrays['x'].shape[1]),
-                           fg=[round(float(v), 5) for v in arrays['fg']], **info)
+                           fg=[float(v) for v in arrays['fg']], **info)
 
 def prepare(data:str|Path, # dataset folder, any layout `io.find_cases` understands
             cache:str|Path|None=None, # cache root; default `<data>/.med_k2n_cache`
