@@ -523,14 +523,12 @@ def make_phantom(seed:int=0, # subject seed: same seed, bit-identical phantom
         snrs[m], gains[m] = round(snr, 2), round(gain, 2)
         if ((hit and artefact == 'ghost') or ghosted) and not ideal: seq['ghosting_mm'] = round(float(ghost[0] * v), 2)
     # ---- labels
-    full = lambda x: (lambda a: (a.__setitem__(sel, x), a)[1])(np.zeros(p.shape[1], f32))
     names = [t for t in TISSUES[1:] if t in fr]
     stack = np.stack([fr[t] for t in names])
     top = stack.argmax(0)
     tis = np.zeros(p.shape[1], np.uint8); pur = np.zeros(p.shape[1], f32)
     tis[sel] = np.array([TISSUE_LABEL[t] for t in names], np.uint8)[top]
     pur[sel] = stack.max(0)
-    inside = pur[sel] + 0 > 0
     tot = stack.sum(0)
     tis[sel[tot < 0.5]] = 0; pur[sel[tot < 0.5]] = 0
     core, oed, enh = fr['necrosis'] + fr['tumour'], fr['oedema'], fr['enhancing']
