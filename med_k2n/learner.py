@@ -232,7 +232,7 @@ def build_model(arch:str='medk2n', preset:str='cpu', modalities='brats', size:in
     return archs['medk2n'].from_preset(preset, modalities=modalities, size=size, **kwargs)
 
 # Peak learning rate of each architecture's one-cycle schedule (AdamW, batch 8), from a sweep on the phantom benchmark
-# (bench/quality.py, seed 0, 2 epochs): the U-Net reached 16.8 / 23.0 / 22.5 dB validation PSNR at 1e-3 / 3e-3 / 1e-2,
+# (bench/quality.py, seed 0, 2 epochs, on the geometric phantom that the realistic one replaced): the U-Net reached 16.8 / 23.0 / 22.5 dB validation PSNR at 1e-3 / 3e-3 / 1e-2,
 # Med-K2N reached 23.2 at 1e-3 and 22.7 at 3e-3. A baseline trained at another model's learning rate is not a fair baseline.
 DEFAULT_LR = {'medk2n': 1e-3, 'unet': 3e-3}
 
