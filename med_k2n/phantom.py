@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from scipy.special import ndtri
 
 from .core import MODALITIES, canonical
 from .io import atomic_write, subject_map
@@ -143,6 +144,10 @@ CHOROID = ((27., -40., 12.), (-27., -40., 12.))   # MNI mm: the glomus of the ch
 DEEP_VEINS = (((2., 0., 12.), (1.5, -36., 8.), 1.2), ((-2., 0., 12.), (-1.5, -36., 8.), 1.2),   # internal cerebral veins
               ((0., -36., 8.), (0., -46., 3.), 2.0))                                          # the great vein of Galen (start, end, radius mm)
 
+def _psf_sigma(voxel_mm:float) -> float:
+    "σ (mm) of the Gaussian that takes the templates' 1-mm voxels to voxels of `voxel_mm` (0 at 1 mm or below)"
+    return max(float(voxel_mm)**2 - 1, 0) ** 0.5 / 2.355
+
 @lru_cache(maxsize=1)
 def _mni152() -> dict:
     "nilearn's MNI152 (ICBM 2009a) 1-mm T1, GM, WM and brain mask, cropped to the brain with a 10-mm margin; loaded once per process"
@@ -162,7 +167,7 @@ def _anatomy_maps(voxel_mm:float) -> dict:
     "The template's tissue maps for voxels of `voxel_mm`: anti-aliased fractions and the derived weights the subjects sample"
     t = _mni152()
     aff = t['affine']
-    s = max(float(voxel_mm)**2 - 1, 0) ** 0.5 / 2.355                 # Gaussian PSF from 1 mm up to the voxel size
+    s = _psf_sigma(voxel_mm)
     blur = (lambda a: ndimage.gaussian_filter(a, s)) if s > 0.05 else (lambda a: a)
     mask = np.clip(t['mask'], 0, 1)
     gm, wm = t['gm'] * mask, t['wm'] * mask
@@ -203,7 +208,7 @@ def template_t1(size:int=128, depth:int|None=None) -> np.ndarray:
     t = _mni152()
     p = _grid_points(aff, shape) + TEMPLATE_CENTRE[:, None].astype(np.float32)
     inv = np.linalg.inv(t['affine'])
-    s = max((240/size)**2 - 1, 0) ** 0.5 / 2.355
+    s = _psf_sigma(240 / size)
     vol = ndimage.gaussian_filter(t['t1'], s) if s > 0.05 else t['t1']
     return ndimage.map_coordinates(vol, inv[:3, :3] @ p + inv[:3, 3:4], order=1, cval=0.).reshape(shape).astype(np.float32)
 
@@ -333,7 +338,7 @@ def _anatomy(d:dict, maps:dict, p:np.ndarray, voxel_mm:float, head:bool) -> dict
         f['oedema'][near_les] += sum(take.values())
         for k in f: f[k][near_les] *= (1 - t)                             # the tumour displaces whatever was there
         core = _soft(rt * f32(les['core']) - rr, v) if les['core'] else np.zeros_like(rr)
-        enh = np.clip((_on_sphere(les['rim_shape'], u) - f32(np.sqrt(2) * _erfinv(1 - 2*les['enhancing']))) * 2 + 0.5, 0, 1) \
+        enh = np.clip((_on_sphere(les['rim_shape'], u) - f32(ndtri(1 - les['enhancing']))) * 2 + 0.5, 0, 1) \
               if les['enhancing'] else np.zeros_like(rr)
         f['necrosis'][near_les] += t * core
         f['enhancing'][near_les] += t * (1 - core) * enh
@@ -342,11 +347,6 @@ def _anatomy(d:dict, maps:dict, p:np.ndarray, voxel_mm:float, head:bool) -> dict
         owner[near_les[(t + o) > 0.05]] = i
     for k in f: np.clip(f[k], 0, 1, out=f[k])
     return dict(sel=sel, fractions=f, gd=gd, owner=owner, brain=brain, points=ps)
-
-def _erfinv(y:float) -> float:
-    "Inverse error function (scipy's), as a float"
-    from scipy.special import erfinv
-    return float(erfinv(y))
 
 def _head_layers(rng_head, brain_full:np.ndarray, voxel_mm:float, p:np.ndarray) -> dict:
     "Extra-cerebral CSF, skull (inner table, marrow, outer table) and scalp (fat, skin) as fractions of the voxels outside the brain"
