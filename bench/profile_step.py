@@ -20,8 +20,9 @@ os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import torch
 from torch.profiler import profile, ProfilerActivity
 from med_k2n.core import modality_set
-from med_k2n.model import MedK2N
-from med_k2n.baseline import UNetBaseline, BASELINE_PRESETS
+from med_k2n.registry import create_model
+from med_k2n.batch import K2NBatch
+
 from med_k2n.losses import K2NLoss
 from med_k2n.learner import draw_tasks
 
@@ -47,20 +48,21 @@ def parse_args(argv=None):
 
 def build(name, a):
     "The model `name` of preset `a.preset` at `a.size`"
-    if name == 'unet': return UNetBaseline(modalities='brats', **{**BASELINE_PRESETS[a.preset], 'size': a.size})
-    return MedK2N.from_preset(a.preset, size=a.size, fusion='B0' if name == 'b0' else 'full')
+    if name == 'unet': return create_model(f'unet_{a.preset}', size=a.size)
+    return create_model(f'medk2n_{a.preset}', size=a.size, fusion='B0' if name == 'b0' else 'full')
 
 def trainer(name, a):
     "A fresh model `name` on `a.device`, its training step `step(x, inputs, targets)` (K2NLoss, AdamW, autocast as `a.amp`) and the device's sync"
     dev = a.device
     sync = torch.cuda.synchronize if dev.startswith('cuda') else (lambda: None)
     m = build(name, a).to(dev).train()
-    loss_fn = K2NLoss(model_quality=getattr(m, 'quality_loss', None))
+    loss_fn = K2NLoss()
     opt = torch.optim.AdamW(m.parameters(), 1e-4)
     def step(x, inputs, targets):
         with torch.autocast(dev.split(':')[0], dtype=torch.bfloat16, enabled=a.amp == 'bf16'):
             out = m(x * inputs[..., None, None], inputs, targets)
-        loss = loss_fn(out, x, targets); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        loss = loss_fn(out, K2NBatch(x, inputs, targets, None, inputs | targets)); opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
+        if hasattr(m, 'update_running_stats'): m.update_running_stats(out, x, inputs, targets)
     return m, step, sync
 
 def profile_model(name, a, x, inputs, targets):

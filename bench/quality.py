@@ -118,9 +118,7 @@ def main_models(a) -> dict:
 # two; the ladder of --ablation keeps Table 3's definitions (B0-B4 without the curriculum, B5 with it).
 
 def model_kwargs(a, arch, fusion=None):
-    "The U-Net sized like the preset (the learner's build_model would otherwise use its default width); the fusion of a Med-K2N variant"
-    from med_k2n.baseline import BASELINE_PRESETS
-    if arch == 'unet': return dict(base=BASELINE_PRESETS[a.preset]['base'])
+    "The fusion of a Med-K2N variant (each architecture is its registered preset `<arch>_<preset>`)"
     return {} if fusion is None else dict(fusion=fusion)
 
 PROBE_REPS = 3   # timed batches per curriculum stage in `probe_speed`
@@ -133,6 +131,7 @@ def probe_speed(a, cache, arch, ablation, fusion=None):
     Later stages have more targets per sample and cost more, so a probe on the first stage or on one loss
     term alone would underestimate the run (the first version of this probe did, by about 2x)."""
     from med_k2n.learner import k2n_learner, draw_tasks, TaskSampler
+    from med_k2n.batch import K2NBatch
     from med_k2n.data import k2n_dataloaders
     from med_k2n.core import CURRICULUM_STAGES, CURRICULUM_FRACTIONS
     import random
@@ -155,7 +154,8 @@ def probe_speed(a, cache, arch, ablation, fusion=None):
         i, t = i.to(dev), t.to(dev)
         opt.zero_grad(set_to_none=True)
         with ctx: out = model(x, i, t)
-        learn.loss_func(out, x, t, mask, present).backward(); opt.step()
+        learn.loss_func(out, K2NBatch(x, i, t, mask, present)).backward(); opt.step()
+        if hasattr(model, 'update_running_stats'): model.update_running_stats(out, x, i, t)   # as the RunningStats callback does
         sync(); return time.time() - t0
     for st, _ in stages: step(st)                          # warm-up, one batch per stage
     # then the median of PROBE_REPS batches per stage: on a GPU a batch shape seen for the first time in the process
@@ -215,8 +215,8 @@ def main(argv=None):
     if a.combine:
         print(combine(a.combine)); return
     if a.threads: torch.set_num_threads(a.threads)
-    from med_k2n.encoder import PRESETS
-    if a.size is None: a.size = PRESETS[a.preset]['size']
+    from med_k2n.registry import preset_args
+    if a.size is None: a.size = preset_args(f'medk2n_{a.preset}')[1]['size']
     if a.max_slices is None: a.max_slices = None if torch.cuda.is_available() else 12
     a.max_slices = a.max_slices or None
     import matplotlib; matplotlib.use('Agg')

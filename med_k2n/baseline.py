@@ -14,7 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 from .core import modality_set
-from .heads import K2NOutput, check_batch
+from .batch import K2NOutput, check_batch
+from .registry import register_model, create_model, model_name
 
 # %% auto #0
 __all__ = ['BASELINE_PRESETS', 'UNetBaseline']
@@ -28,13 +29,15 @@ BASELINE_PRESETS = {'cpu': dict(size=128, base=24), 'paper': dict(size=256, base
 
 class UNetBaseline(nn.Module):
     "Zero-filled U-Net with presence channels (MM-GAN style): 2M channels in, M sigmoid channels out, `K2NOutput`"
+    arch = 'unet'
     def __init__(self,
                  modalities='brats', # the model's modality set (name or sequence)
                  size:int=128, # slice size S (a multiple of 2**depth)
                  base:int=24, # channels of the first level
-                 depth:int=4): # number of downsamplings
+                 depth:int=4, # number of downsamplings
+                 preset:str|None=None): # the registered preset this model was built from (recorded in `config`)
         super().__init__()
-        self.modalities, self.size, self.base, self.depth = modality_set(modalities), int(size), int(base), int(depth)
+        self.modalities, self.size, self.base, self.depth, self.preset = modality_set(modalities), int(size), int(base), int(depth), preset
         if self.size % 2**self.depth: raise ValueError(f"UNetBaseline: size {size} must be a multiple of {2**self.depth} (depth {depth})")
         M = len(self.modalities)
         ch = [base * 2**i for i in range(depth + 1)]
@@ -45,7 +48,7 @@ class UNetBaseline(nn.Module):
     @property
     def config(self) -> dict:
         "JSON-serialisable arguments that rebuild this architecture"
-        return dict(arch='unet', modalities=list(self.modalities), size=self.size, base=self.base, depth=self.depth)
+        return dict(arch=self.arch, modalities=list(self.modalities), size=self.size, base=self.base, depth=self.depth, preset=self.preset)
 
     @classmethod
     def from_config(cls, config:dict) -> 'UNetBaseline':
@@ -54,11 +57,8 @@ class UNetBaseline(nn.Module):
 
     @classmethod
     def from_preset(cls, preset:str='cpu', modalities='brats', size:int|None=None, **overrides) -> 'UNetBaseline':
-        "The baseline sized like the `MedK2N` preset `preset` ('cpu' or 'paper')"
-        if preset not in BASELINE_PRESETS: raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(BASELINE_PRESETS)}")
-        kw = {**BASELINE_PRESETS[preset], **overrides}
-        if size is not None: kw['size'] = size
-        return cls(modalities=modalities, **kw)
+        "The registered preset `unet_<preset>` ('cpu' or 'paper'), sized like the `MedK2N` preset of that name (`registry.create_model`)"
+        return create_model(model_name(cls.arch, preset), modalities=modalities, size=size, **overrides)
 
     def forward(self, x:Tensor, inputs:Tensor, targets:Tensor, accept:str|None=None) -> K2NOutput:
         "Synthesise the `targets` of `x` [B,M,S,S] from its `inputs` ([B,M] bool masks); `accept` is ignored"
@@ -77,10 +77,8 @@ class UNetBaseline(nn.Module):
         weights = (inputs.to(x.dtype) / k)[:, :, None] * targets.to(x.dtype)[:, None, :]
         return K2NOutput(images=y, quality=torch.zeros_like(y), scores=y.new_zeros(B, M), weights=weights, fusion_weights=weights)
 
-    def quality_loss(self, out:K2NOutput, x:Tensor, targets:Tensor) -> Tensor:
-        "No quality predictor: zero (kept for the same training interface as `MedK2N`)"
-        return out.images.sum() * 0
-
     def n_params(self) -> int:
         "Number of parameters"
         return sum(p.numel() for p in self.parameters())
+
+for _p, _kw in BASELINE_PRESETS.items(): register_model(model_name('unet', _p), UNetBaseline, **_kw)

@@ -23,6 +23,7 @@ from .core import Task, canonical, eval_patterns, modality_set, parse_task
 from .data import SliceCache, prepare, SPLITS, TRAIN_MIN_FG, corrupt_slices, CORRUPTIONS
 from .metrics import slice_psnr, slice_ssim
 from .io import atomic_path
+from .batch import predict_slices
 
 # %% auto #0
 __all__ = ['METRICS', 'display_name', 'pattern_label', 'training_subjects', 'eval_cache', 'eval_subjects', 'evaluate',
@@ -43,7 +44,7 @@ def pattern_label(task) -> str:
 def _unwrap(model) -> tuple:
     "(module, name, training cache folder or None) from a model, a checkpoint folder or a fastai Learner"
     if isinstance(model, (str, Path)):
-        from med_k2n.learner import load_model
+        from med_k2n.registry import load_model
         dev = 'cuda' if torch.cuda.is_available() else 'cpu'
         m = load_model(model, device=dev)
         return m, Path(model).name, m.meta.get('cache')
@@ -141,7 +142,6 @@ def evaluate(model, # model, checkpoint folder or fastai Learner
         corrupt = dict(corrupt); cm = canonical(corrupt['modality'])
         if cm not in ms: raise ValueError(f"cannot corrupt {cm}: not in the model's modality set {ms}")
         ci = ms.index(cm)
-    dev = next(model.parameters()).device
     was = model.training; model.eval()
     rows = []
     try:
@@ -165,15 +165,12 @@ def evaluate(model, # model, checkpoint folder or fastai Learner
                 acc = {m: {k: [] for k in ('psnr', 'ssim', 'psnr_brain', 'ssim_brain', 'identity', 'se')} for m in tg}
                 wts = {m: {src: [] for src in t.inputs} for m in tg}
                 fwts = {m: {src: [] for src in t.inputs} for m in tg}
-                for i in range(0, len(zs), bs):
-                    xb = (xin[i:i+bs] * imask[None, :, None, None]).to(dev)   # no target (or absent) channel reaches the model
-                    n = len(xb)
-                    out = model(xb, imask[None].expand(n, M).to(dev), tmask[None].expand(n, M).to(dev), accept=accept)
+                for i, e, out in predict_slices(model, xin, imask, tmask, bs, accept):   # no target (or absent) channel reaches the model
                     imgs = out.images.float().clamp(0, 1).cpu()
-                    mb = mask[i:i+bs]
+                    mb = mask[i:e]
                     has = mb.flatten(1).any(1)
                     for m in tg:
-                        j = ms.index(m); p, y = imgs[:, j], x[i:i+bs, j]
+                        j = ms.index(m); p, y = imgs[:, j], x[i:e, j]
                         r = acc[m]
                         r['psnr'].append(slice_psnr(p, y)); r['ssim'].append(slice_ssim(p, y))
                         pb, sb = slice_psnr(p, y, mb), slice_ssim(p, y, mb)
@@ -476,7 +473,7 @@ def eval_cmd(model:str=None, # checkpoint folder of the model to evaluate (from 
     out = Path(out)
     for p in [model] + list(baseline or []):
         if Path(p).resolve() == out.resolve(): raise ValueError(f"--out {out} is the checkpoint folder {p}: choose another folder")
-    from med_k2n.learner import load_model
+    from med_k2n.registry import load_model
     dev = 'cuda' if torch.cuda.is_available() else 'cpu'
     models = {}
     for p in [model] + list(baseline or []):

@@ -1,8 +1,6 @@
-"""From the fused stride-4 state of each (sample, target) pair to full-size images: a shared decoder
-conditioned on the target by FiLM at every stage, with skips of all frames combined by the fusion
-weights; `K_head = 2` structurally different heads per target; a QualityNet that predicts each
-candidate's per-pixel error and image score and selects the output; and a light predictor of the
-quality a state will give, whose differences are the quality gains `ΔQ` of the auxiliary updates.
+"""From the fused stride-4 state of each (sample, target) pair to full-size candidate images: a shared
+decoder conditioned on the target by FiLM at every stage, with skips of all frames combined by the fusion
+weights, then `K_head = 2` structurally different heads per target (the paper's TaskHeadNet, Eqs. 8–9).
 
 Docs: https://med-k2n.github.io/med_k2n/heads.html.md"""
 
@@ -10,57 +8,13 @@ Docs: https://med-k2n.github.io/med_k2n/heads.html.md"""
 
 # %% ../nbs/14_heads.ipynb #d86fcd78
 from __future__ import annotations
-from dataclasses import dataclass, fields
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
-from .metrics import ssim_map
-from .weighting import mlp, global_pool
 
 # %% auto #0
-__all__ = ['HEAD_KINDS', 'K2NOutput', 'check_batch', 'FiLMBlock', 'ResDilated', 'make_head', 'TaskHeadNet', 'PixelSkip',
-           'ModalityProjection', 'PixelFusion', 'QualityNet', 'select_candidates', 'StateQuality', 'pair_ssim',
-           'candidate_quality_loss', 'rank_loss', 'state_quality_loss', 'quality_loss', 'trust_loss', 'TargetPrior']
-
-# %% ../nbs/14_heads.ipynb #bf65ec3d
-@dataclass
-class K2NOutput:
-    "What a K→N model returns; every `[B, M, ...]` field is zero on channels that are not targets"
-    images: Tensor                      # [B,M,S,S] in [0,1] on target channels, exact zeros elsewhere
-    quality: Tensor                     # [B,M,S,S] predicted per-pixel |error| of the chosen candidate
-    scores: Tensor                      # [B,M] predicted image score (SSIM) of the chosen candidate
-    weights: Tensor                     # [B,M,M] pooled effective weight of source i (dim 1) for target j (dim 2); key frame 1
-    candidates: Tensor|None = None      # [B,M,K_head,S,S]
-    cand_errors: Tensor|None = None     # [B,M,K_head,S,S] predicted per-pixel |error| of each candidate
-    cand_scores: Tensor|None = None     # [B,M,K_head] predicted SSIM of each candidate
-    gains: Tensor|None = None           # [B,M(src),M(tgt)] predicted quality gain ΔQ of each auxiliary update
-    step_scores: Tensor|None = None     # [B,M(src),M(tgt)] predicted state score after fusing frame i (key: the base state)
-    state_score: Tensor|None = None     # [B,M] predicted score of the final fused state (trained by `state_quality_loss`)
-    accepted: Tensor|None = None        # [B,M(src),M(tgt)] bool: the update of frame i was kept for target j (key: True)
-    trust: Tensor|None = None           # [B,M] FrameTrust of each input frame (probability it is free of heavy artefacts); 0 elsewhere
-    fusion_weights: Tensor|None = None  # [B,M(src),M(tgt)] the weighting nets' weight of each source before the quality gate (key 1); `weights` is it where `accepted`, 0 elsewhere
-    signal: Tensor|None = None          # [B,M] probability that each input frame holds any signal of the subject (not a failed acquisition); 0 elsewhere
-
-    def __getitem__(self, k): return getattr(self, k)
-    def keys(self):
-        "The names of the fields that are set (not None), as a dict's keys"
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
-
-# %% ../nbs/14_heads.ipynb #43f1561e
-def check_batch(x:Tensor, inputs:Tensor, targets:Tensor, n_modalities:int) -> tuple:
-    "`(inputs, targets)` as bool tensors on `x.device`, after checking shapes and that the masks are a valid K→N task per sample"
-    if x.ndim != 4 or x.shape[1] != n_modalities:
-        raise ValueError(f"x must be [B, {n_modalities}, S, S] (one channel per modality of the model's set), got {tuple(x.shape)}")
-    inputs, targets = torch.as_tensor(inputs, device=x.device).bool(), torch.as_tensor(targets, device=x.device).bool()
-    for name, m in (('inputs', inputs), ('targets', targets)):
-        if m.shape != x.shape[:2]: raise ValueError(f"{name} must be a [B, M] = {tuple(x.shape[:2])} mask, got {tuple(m.shape)}")
-    if (inputs & targets).any():
-        b, j = (inputs & targets).nonzero()[0].tolist()
-        raise ValueError(f"sample {b}: modality {j} is both an input and a target; a task needs disjoint inputs and targets")
-    if not inputs.any(1).all():
-        raise ValueError(f"sample {(~inputs.any(1)).nonzero()[0].item()} has no input modality; every sample needs at least one")
-    return inputs, targets
+__all__ = ['HEAD_KINDS', 'FiLMBlock', 'ResDilated', 'make_head', 'TaskHeadNet', 'PixelSkip', 'ModalityProjection']
 
 # %% ../nbs/14_heads.ipynb #9d22a643
 def _gn(c:int) -> nn.GroupNorm: return nn.GroupNorm(min(8, c), c)
@@ -90,17 +44,13 @@ class ResDilated(nn.Module):
         "Residual dilated convolutions: GELU(x + body(x))"
         return F.gelu(x + self.body(x))
 
-def make_head(kind:str, cin:int, width:int) -> nn.Sequential:
-    "A generation head of `kind` ('plain', 'residual' or 'dilated') from `cin` channels to one sigmoid channel"
-    adapt = nn.Conv2d(cin, width, 1)
-    if kind == 'plain':
-        body = [nn.Conv2d(width, width, 3, padding=1), _gn(width), nn.GELU(), nn.Conv2d(width, width, 3, padding=1), nn.GELU()]
-    elif kind == 'residual': body = [ResDilated(width, 1), ResDilated(width, 1)]
-    elif kind == 'dilated': body = [ResDilated(width, 2), ResDilated(width, 4)]
-    else: raise ValueError(f"unknown head kind {kind!r}: use 'plain', 'residual' or 'dilated'")
-    return nn.Sequential(adapt, *body, nn.Conv2d(width, 1, 1), nn.Sigmoid())
+HEAD_KINDS = ('residual', 'dilated')
 
-HEAD_KINDS = ('plain', 'dilated')
+def make_head(kind:str, cin:int, width:int) -> nn.Sequential:
+    "A generation head of `kind` ('residual' or 'dilated') from `cin` channels to one sigmoid channel"
+    if kind not in HEAD_KINDS: raise ValueError(f"unknown head kind {kind!r}: use one of {', '.join(map(repr, HEAD_KINDS))}")
+    dil = (1, 1) if kind == 'residual' else (2, 4)
+    return nn.Sequential(nn.Conv2d(cin, width, 1), *[ResDilated(width, d) for d in dil], nn.Conv2d(width, 1, 1), nn.Sigmoid())
 
 # %% ../nbs/14_heads.ipynb #87c59a7b
 class TaskHeadNet(nn.Module):
@@ -113,15 +63,14 @@ class TaskHeadNet(nn.Module):
                  n_modalities:int=4, # targets that get their own heads
                  k_head:int=2, # candidates per target
                  widths:tuple|None=None, # decoder widths at strides 4, 2, 1 (default C, C/2, max(16, C/4))
-                 c1:int=0, # channels of the full-resolution skip (0: none)
-                 kinds:tuple=HEAD_KINDS): # head kinds (`make_head`), in turn over the `k_head` heads
+                 c1:int=0): # channels of the full-resolution skip (0: none)
         super().__init__()
         w4, w2, w1 = widths or (dim, max(16, dim//2), max(16, dim//4))
         self.widths, self.k_head, self.c1 = (w4, w2, w1), k_head, c1
         self.stage4 = FiLMBlock(dim + c4, w4, d)
         self.stage2 = FiLMBlock(w4 + c2, w2, d)
         self.stage1 = FiLMBlock(w2 + c1, w1, d)
-        self.heads = nn.ModuleList([nn.ModuleList([make_head(kinds[k % len(kinds)], w1, w1) for k in range(k_head)])
+        self.heads = nn.ModuleList([nn.ModuleList([make_head(HEAD_KINDS[k % len(HEAD_KINDS)], w1, w1) for k in range(k_head)])
                                     for _ in range(n_modalities)])
 
     def decode(self, S:Tensor, skip4:Tensor, skip2:Tensor, c_task:Tensor, skip1:Tensor|None=None) -> Tensor:
@@ -170,181 +119,3 @@ class ModalityProjection(nn.Module):
                 modality:Tensor): # [N] modality index of each frame
         "The features of each frame through its modality's projection, [N,C,H,W]"
         return torch.einsum('noc,nchw->nohw', self.weight[modality].to(f.dtype), f) + self.bias[modality].to(f.dtype)[:, :, None, None]
-
-# %% ../nbs/14_heads.ipynb #b8d2f6e4
-class PixelFusion(nn.Module):
-    "Full-resolution skip of each (sample, target) pair from the pixels of all its input frames, each scaled by its fusion share"
-    def __init__(self, channels:int=8, # output channels c1
-                 n_modalities:int=4): # size M of the modality set
-        super().__init__()
-        self.n_modalities = n_modalities
-        gn = lambda: nn.GroupNorm(min(4, channels), channels)
-        self.body = nn.Sequential(nn.Conv2d(2*n_modalities, channels, 3, 1, 1), gn(), nn.GELU(),
-                                  nn.Conv2d(channels, channels, 3, 1, 1), gn(), nn.GELU())
-    def forward(self, x:Tensor, # [P,M,S,S] each pair's slices (only input channels are read: `share` is 0 elsewhere)
-                share:Tensor): # [P,M,S,S] each input frame's share of the fusion per pixel (≥ 0, summing to 1 over the inputs; 0 elsewhere)
-        "The skip features [P, c1, S, S]"
-        if x.shape != share.shape or x.ndim != 4 or x.shape[1] != self.n_modalities:
-            raise ValueError(f"PixelFusion needs slices and shares of the same shape [P, {self.n_modalities}, S, S], got {tuple(x.shape)} and {tuple(share.shape)}")
-        return self.body(torch.cat([torch.where(share > 0, x, 0.) * share, share], 1))
-
-# %% ../nbs/14_heads.ipynb #f035608f
-class QualityNet(nn.Module):
-    "Per candidate: predicted per-pixel |error| map [P,K,S,S] and image score (SSIM) [P,K]"
-    def __init__(self,
-                 cin:int, # channels of f_shared
-                 d:int=64, # width of the task context
-                 hidden:int=16, # conv width
-                 k_head:int=2): # number of heads (candidates per target)
-        super().__init__()
-        self.head_emb = nn.Embedding(k_head, d)      # which head made the candidate, added to the task context
-        nn.init.zeros_(self.head_emb.weight)
-        self.down = nn.Sequential(nn.Conv2d(cin + 1, hidden, 3, stride=2, padding=1), nn.GELU())
-        self.block = FiLMBlock(hidden, hidden, d)
-        self.dil = nn.Sequential(nn.Conv2d(hidden, hidden, 3, padding=2, dilation=2), nn.GELU())
-        self.err = nn.Conv2d(hidden, 1, 1)
-        self.score = mlp(2*hidden + d, hidden, 1)
-
-    def forward(self, cands:Tensor, f_shared:Tensor, c_task:Tensor):
-        "`(errors [P,K,S,S], scores [P,K])`"
-        P, K, H, W = cands.shape
-        if K > self.head_emb.num_embeddings: raise ValueError(f"QualityNet was built for {self.head_emb.num_embeddings} heads, got {K} candidates per target")
-        y = cands.detach().reshape(P*K, 1, H, W)
-        f = f_shared.detach().repeat_interleave(K, 0)
-        c = c_task.repeat_interleave(K, 0) + self.head_emb.weight[:K].repeat(P, 1)
-        h = self.dil(self.block(self.down(torch.cat([y, f], 1)), c))
-        err = torch.sigmoid(F.interpolate(self.err(h), size=(H, W), mode='bilinear', align_corners=False)).view(P, K, H, W)
-        score = torch.sigmoid(self.score(torch.cat([global_pool(h), c], 1))).view(P, K)
-        return err, score
-
-def select_candidates(cands:Tensor, errors:Tensor, scores:Tensor, soft:bool, temp:float=0.1):
-    "`(image [P,S,S], quality [P,S,S], score [P])`: the score-softmax mixture if `soft`, else the argmax candidate"
-    if soft:
-        a = torch.softmax(scores / temp, 1)
-        return (a[..., None, None] * cands).sum(1), (a[..., None, None] * errors).sum(1), (a * scores).sum(1)
-    k = scores.argmax(1)
-    r = torch.arange(len(k), device=k.device)
-    return cands[r, k], errors[r, k], scores[r, k]
-
-# %% ../nbs/14_heads.ipynb #25766365
-class StateQuality(nn.Module):
-    "Predicted SSIM [P] of the image a fused state decodes to: a running table per (frame set, target) plus a learned per-slice correction"
-    def __init__(self,
-                 dim:int, # channels C of the state
-                 d:int=64, # width D of the task context
-                 n_modalities:int=4, # size M of the modality set
-                 hidden:int=32, # width of the state projection and of the MLP
-                 momentum:float=0.99, # momentum of the table's moving average (a plain mean for its first 1/(1-momentum) updates)
-                 init:float=0.5): # the table's value for a (frame set, target) never seen in training
-        super().__init__()
-        self.momentum = momentum
-        self.proj = nn.Sequential(nn.Conv2d(dim, hidden, 1), nn.GELU())
-        self.head = mlp(2*hidden + d + n_modalities, hidden, 1)
-        nn.init.normal_(self.head[-1].weight, std=1e-3); nn.init.zeros_(self.head[-1].bias)   # starts near 0, gradients reach every layer
-        self.register_buffer('table', torch.full((2**n_modalities, n_modalities), float(init)))
-        self.register_buffer('count', torch.zeros(2**n_modalities, n_modalities))
-        self.register_buffer('bits', 2**torch.arange(n_modalities), persistent=False)
-
-    def index(self, frames:Tensor, tgt:Tensor) -> Tensor:
-        "Flat table index [P] of each (frame set `frames` [P,M] multi-hot, target `tgt` [P])"
-        return ((frames > 0.5).long() * self.bits).sum(1) * self.table.shape[1] + tgt.long()
-
-    def forward(self,
-                S:Tensor, # [P,C,h,w] fusion state (detached here)
-                c_task:Tensor, # [P,D] task context of each pair's target
-                frames:Tensor, # [P,M] multi-hot of the modalities fused into `S` (the key frame and the accepted auxiliary frames)
-                tgt:Tensor, # [P] target modality index of each pair
-               ) -> Tensor:
-        "Predicted SSIM [P] of the image decoded from fusion state `S`"
-        corr = self.head(torch.cat([global_pool(self.proj(S.detach())), c_task, frames.to(S.dtype)], 1))[:, 0]
-        return self.table.view(-1)[self.index(frames, tgt)].to(corr.dtype) + corr
-
-    @torch.no_grad()
-    def update(self, frames:Tensor, tgt:Tensor, ssim:Tensor):
-        "Take the real SSIM [P] of outputs decoded from states of frame sets `frames` [P,M] for targets `tgt` [P] into the table; training mode only"
-        if not self.training or not len(tgt): return
-        flat = self.index(frames, tgt)
-        tot = torch.zeros(self.table.numel(), device=ssim.device, dtype=torch.float32).index_add_(0, flat, ssim.detach().float())
-        cnt = torch.zeros_like(tot).index_add_(0, flat, torch.ones_like(tot[flat]))
-        seen = cnt > 0
-        t, c = self.table.view(-1), self.count.view(-1)
-        m = torch.clamp(c[seen] / (c[seen] + cnt[seen]), max=self.momentum)   # a running mean until the momentum takes over
-        t[seen] = (m * t[seen] + (1 - m) * tot[seen] / cnt[seen]).to(t.dtype)
-        c[seen] += cnt[seen]
-
-# %% ../nbs/14_heads.ipynb #9933be58
-def pair_ssim(pred:Tensor, truth:Tensor) -> Tensor:
-    "SSIM (torchmetrics, data range 1) of each of the `[P, S, S]` image pairs, no gradient"
-    with torch.no_grad():
-        return ssim_map(pred, truth).flatten(1).mean(1)
-
-def candidate_quality_loss(out:K2NOutput, x:Tensor, targets:Tensor) -> Tensor:
-    "L1 of the candidates' predicted error maps and scores against their real |error| and SSIM (detached)"
-    t = targets.bool()
-    cands, errs, scores, truth = out.candidates[t], out.cand_errors[t], out.cand_scores[t], x[t]
-    if not len(truth): return out.images.sum() * 0
-    P, K = scores.shape
-    real_err = (cands.detach() - truth[:, None]).abs()
-    real_ssim = pair_ssim(cands.detach().flatten(0, 1), truth[:, None].expand(-1, K, -1, -1).flatten(0, 1)).view(P, K)
-    return F.l1_loss(errs, real_err) + F.l1_loss(scores, real_ssim) + rank_loss(scores, real_ssim)
-
-def rank_loss(scores:Tensor, real:Tensor, scale:float=0.01) -> Tensor:
-    "Pairwise logistic loss of predicted `scores` [P,K] against the order of the `real` qualities [P,K]; 0 for K = 1 or all ties"
-    a, b = torch.triu_indices(scores.shape[1], scores.shape[1], 1, device=scores.device)
-    sign = torch.sign(real[:, a] - real[:, b]).detach()
-    if not sign.any(): return scores.sum() * 0
-    return (F.softplus(-sign * (scores[:, a] - scores[:, b]) / scale) * sign.abs()).sum() / sign.abs().sum()
-
-def state_quality_loss(out:K2NOutput, x:Tensor, targets:Tensor,
-                       ssim:Tensor|None=None # the real SSIM of the target pairs, in `targets.nonzero()` order, if already computed
-                      ) -> Tensor:
-    "L1 of the final state's predicted score against the real SSIM of the output image (detached)"
-    t = targets.bool()
-    if out.state_score is None or not t.any(): return out.images.sum() * 0
-    return F.l1_loss(out.state_score[t], pair_ssim(out.images[t].detach(), x[t]) if ssim is None else ssim)
-
-def quality_loss(out:K2NOutput, x:Tensor, targets:Tensor) -> Tensor:
-    "L_quality: candidate error-map and score regression plus the state-quality regression, on target channels"
-    return candidate_quality_loss(out, x, targets) + state_quality_loss(out, x, targets)
-
-def trust_loss(out:K2NOutput, frames:Tensor) -> Tensor:
-    "Binary cross-entropy of the frames' trust against `frames` [B,M] (0 a clean input, 1 a corrupted one, 2 one with no signal left, -1 not an input), plus that of their `signal` (every input but a 2 holds signal) where the model predicts it"
-    sel = frames >= 0
-    if out.trust is None or not sel.any(): return out.images.sum() * 0
-    def bce(p, y):
-        p = p[sel].float().clamp(1e-6, 1 - 1e-6)
-        return -(y * p.log() + (1 - y) * (1 - p).log()).mean()
-    loss = bce(out.trust, (frames[sel] == 0).float())
-    if out.signal is not None: loss = loss + bce(out.signal, (frames[sel] != 2).float())
-    return loss
-
-# %% ../nbs/14_heads.ipynb #a8cd57ca
-class TargetPrior(nn.Module):
-    "Each modality's mean training image `[M,S,S]` (a running mean of the real target slices, a buffer): the output where no input holds signal"
-    def __init__(self, n_modalities:int, size:int, momentum:float=0.999):
-        super().__init__()
-        self.momentum = momentum   # the running mean turns into an exponential one after 1/(1 - momentum) slices
-        self.register_buffer('image', torch.zeros(n_modalities, size, size))
-        self.register_buffer('count', torch.zeros(n_modalities))
-
-    def _at(self, v:Tensor, hw) -> Tensor:
-        return v if tuple(v.shape[-2:]) == tuple(hw) else F.interpolate(v[:, None], size=tuple(hw), mode='bilinear', align_corners=False)[:, 0]
-
-    @torch.no_grad()
-    def update(self, truth:Tensor, tgt:Tensor):
-        "Take the real target slices `truth` [P,S,S] of modalities `tgt` [P] into the running means; training mode only"
-        if not self.training or not len(tgt): return
-        truth = self._at(truth.detach().float(), self.image.shape[-2:])
-        tot = torch.zeros_like(self.image).index_add_(0, tgt, truth.to(self.image.dtype))
-        cnt = torch.zeros_like(self.count).index_add_(0, tgt, torch.ones(len(tgt), dtype=self.count.dtype, device=tgt.device))
-        seen = cnt > 0
-        m = torch.clamp(self.count[seen] / (self.count[seen] + cnt[seen]), max=self.momentum)[:, None, None]
-        self.image[seen] = m * self.image[seen] + (1 - m) * tot[seen] / cnt[seen][:, None, None]
-        self.count[seen] += cnt[seen]
-
-    def forward(self, img:Tensor, tgt:Tensor, signal:Tensor) -> Tensor:
-        "`signal·img + (1 − signal)·prior` for images `img` [P,S,S] (or candidates [P,K,S,S]) of targets `tgt` [P]; `signal` [P]: the probability that an input holds signal"
-        one = [1] * (img.ndim - 1)
-        s = signal.to(img.dtype).view(-1, *one)
-        p = self._at(self.image[tgt], img.shape[-2:]).to(img.dtype).view(len(tgt), *one[:-2], *img.shape[-2:])
-        return s * img + (1 - s) * p

@@ -16,6 +16,7 @@ from functools import partial
 from pathlib import Path
 import torch, torch.nn as nn, torch.distributed as dist
 from fastai.learner import Learner
+from fastai.torch_core import find_bs
 from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.training import GradientClip
 from fastai.callback.fp16 import MixedPrecision, AMPMode
@@ -24,21 +25,19 @@ from torch.amp import GradScaler
 import fastai.callback.schedule  # Learner.fit_one_cycle
 from fastai.callback.progress import CSVLogger
 from fastai.optimizer import Adam
-from safetensors.torch import save_model as _st_save, load_model as _st_load
-import med_k2n
 from .core import modality_set, sample_task, curriculum_stage, CURRICULUM_FRACTIONS
 from .losses import K2NLoss
 from .metrics import k2n_metrics, PairMetric
 from .io import atomic_path
 from .data import corrupt_slices, CORRUPTIONS
-from .heads import K2NOutput
+from .batch import K2NOutput, K2NBatch
+from .registry import create_model, model_name, save_model, load_model, read_model_json
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'DEFAULT_LR', 'AMP_MODES', 'DIST_TIMEOUT_S', 'task_seed', 'draw_tasks', 'TaskSampler', 'InputCorruption',
-           'arch_name', 'save_model', 'read_model_json', 'load_model', 'unwrap_model', 'CheckpointCallback',
-           'QualityCalibration', 'HistoryLogger', 'build_model', 'K2NMixedPrecision', 'k2n_learner', 'world_size',
-           'get_rank', 'setup_distributed', 'teardown_distributed', 'rank_first', 'K2NDistributedDL',
-           'K2NDistributedTrainer', 'distrib_ctx', 'train', 'train_cmd']
+           'unwrap_model', 'CheckpointCallback', 'RunningStats', 'QualityCalibration', 'HistoryLogger', 'build_model',
+           'K2NMixedPrecision', 'k2n_learner', 'world_size', 'get_rank', 'setup_distributed', 'teardown_distributed',
+           'rank_first', 'K2NDistributedDL', 'K2NDistributedTrainer', 'distrib_ctx', 'train', 'train_cmd']
 
 # %% ../nbs/22_learner.ipynb #5423a238
 def task_seed(seed:int, epoch:int, batch:int, rank:int=0, train:bool=True) -> int:
@@ -57,7 +56,7 @@ def draw_tasks(present:torch.Tensor, modalities:tuple, rng:random.Random, stage=
 
 class TaskSampler(Callback):
     "Draws, per sample and batch, a K→N task among the present modalities, following the curriculum in training"
-    order = -5
+    order = 9.1   # after fastai's CastToTensor (9), which would turn the named `K2NBatch` into a plain tuple
     def __init__(self, modalities, curriculum:bool=True, fractions=CURRICULUM_FRACTIONS, seed:int=0, rank:int|None=None):
         self.modalities, self.curriculum, self.fractions, self.seed = modality_set(modalities), curriculum, fractions, seed
         self._rank = rank
@@ -76,12 +75,12 @@ class TaskSampler(Callback):
         inputs, targets = draw_tasks(present.cpu(), self.modalities, rng, self.stage())
         inputs, targets = inputs.to(x.device), targets.to(x.device)
         self.learn.xb = (x, inputs, targets)
-        self.learn.yb = (x, targets, mask, present)
+        self.learn.yb = (K2NBatch(x=x, inputs=inputs, targets=targets, mask=mask, present=present),)
 
 # %% ../nbs/22_learner.ipynb #de578712
 class InputCorruption(Callback):
     "In training, one input of a sample becomes a noisy, ghosted or pure-noise copy with probability `p` (≥ 2 inputs) or `p_single` (one input); targets stay clean"
-    order = -4   # after TaskSampler
+    order = 9.2   # after TaskSampler
     def __init__(self, p:float=0.2, p_single:float|None=None, kinds=('noise', 'ghost', 'pure_noise'), noise=(0.05, 0.3), ghost=(0.02, 0.08), seed:int=0):
         p_single = p if p_single is None else p_single
         for v in (p, p_single):
@@ -118,57 +117,7 @@ class InputCorruption(Callback):
                 self.no_signal[b, m] = kind == 'pure_noise'
             self.learn.xb = (x, inputs, targets)
         frames = torch.where(inputs.bool(), self.corrupted.long() + self.no_signal.long(), torch.full_like(inputs, -1, dtype=torch.long))
-        self.learn.yb = (*self.learn.yb[:4], frames)
-
-# %% ../nbs/22_learner.ipynb #ddf0ebbc
-def _archs() -> dict:
-    from med_k2n.model import MedK2N
-    from med_k2n.baseline import UNetBaseline
-    return {'medk2n': MedK2N, 'unet': UNetBaseline}
-
-def arch_name(model:nn.Module) -> str:
-    "The registry name of `model`'s architecture"
-    for k, cls in _archs().items():
-        if type(model) is cls: return k
-    raise ValueError(f"{type(model).__name__} is not a med_k2n architecture ({', '.join(_archs())})")
-
-def save_model(model:nn.Module, out, **info) -> Path:
-    "Write `model.safetensors` and `model.json` (architecture, config, `info`) into folder `out`, atomically"
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    meta = dict(format='med_k2n', version=med_k2n.__version__, arch=arch_name(model), config=model.config,
-                modalities=list(model.modalities), size=model.size, **info)
-    with atomic_path(out/'model.safetensors') as tmp: _st_save(model, str(tmp))
-    with atomic_path(out/'model.json') as tmp: Path(tmp).write_text(json.dumps(meta, indent=2, default=str))
-    return out
-
-def read_model_json(path) -> dict:
-    "The JSON of a checkpoint folder (or of its `model.json`/`model.safetensors`), checked"
-    p = Path(path)
-    if p.is_dir(): p = p/'model.json'
-    elif p.suffix == '.safetensors': p = p.with_suffix('.json')
-    if not p.exists(): raise FileNotFoundError(f"no model checkpoint at {path}: expected a folder with model.json and model.safetensors (written by `med-k2n train`)")
-    try: meta = json.loads(p.read_text())
-    except json.JSONDecodeError as e: raise ValueError(f"{p} is not a valid med_k2n model.json ({e})") from None
-    if meta.get('format') != 'med_k2n' or meta.get('arch') not in _archs():
-        raise ValueError(f"{p} is not a med_k2n checkpoint (format {meta.get('format')!r}, arch {meta.get('arch')!r})")
-    return meta
-
-def load_model(path, modalities=None, size:int|None=None, device='cpu') -> nn.Module:
-    "Rebuild a model from a checkpoint folder written by `save_model`, never unpickling; checks modalities and size"
-    meta = read_model_json(path)
-    have = tuple(meta['modalities'])
-    if modalities is not None and tuple(modality_set(modalities)) != have:
-        raise ValueError(f"the model at {path} was trained on modalities {', '.join(have)}, not {', '.join(modality_set(modalities))}")
-    if size is not None and int(size) != int(meta['size']):
-        raise ValueError(f"the model at {path} works at {meta['size']} px, not {size} px")
-    model = _archs()[meta['arch']].from_config(meta['config'])
-    wpath = Path(path)/'model.safetensors' if Path(path).is_dir() else Path(path).with_suffix('.safetensors')
-    if not wpath.exists(): raise FileNotFoundError(f"{wpath} is missing: the checkpoint at {path} has no weights")
-    missing, unexpected = _st_load(model, str(wpath), strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{wpath} does not match its model.json: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}")
-    model.meta = meta
-    return model.to(device).eval()
+        self.learn.yb = (self.learn.yb[0]._replace(frames=frames),)
 
 # %% ../nbs/22_learner.ipynb #c576ac1f
 def unwrap_model(model:nn.Module) -> nn.Module:
@@ -185,6 +134,17 @@ class CheckpointCallback(Callback):
         if int(os.environ.get('RANK', 0)) != 0: return
         vals = dict(zip(self.recorder.metric_names[1:-1], [float(v) if v is not None else None for v in self.recorder.log[1:-1]])) if self.recorder.log else {}
         save_model(unwrap_model(self.learn.model), self.out, epoch=self.epoch, n_epoch=self.n_epoch, last_metrics=vals, **self.info)
+
+# %% ../nbs/22_learner.ipynb #ec8a4b85
+class RunningStats(Callback):
+    "After each training step, the model's running statistics take in the batch (`update_running_stats`); frozen in validation"
+    order = 60
+    def after_step(self):
+        "Update the running tables of the (unwrapped) model from this batch's prediction"
+        m = unwrap_model(self.learn.model)
+        if not hasattr(m, 'update_running_stats'): return
+        b = self.learn.yb[0]
+        m.update_running_stats(self.learn.pred, b.x, b.inputs, b.targets)
 
 # %% ../nbs/22_learner.ipynb #980ad105
 class QualityCalibration(Callback):
@@ -222,14 +182,11 @@ ABLATIONS = {  # Table 3 ladder: fusion mode, CMIM on, curriculum on
     'B3': ('B3', False, False), 'B4': ('B3', True, False), 'B5': ('B3', True, True)}
 
 def build_model(arch:str='medk2n', preset:str='cpu', modalities='brats', size:int=128, fusion:str|None=None, **kwargs) -> nn.Module:
-    "A fresh model of architecture `arch` ('medk2n' or 'unet')"
-    archs = _archs()
-    if arch not in archs: raise ValueError(f"unknown architecture {arch!r}: use one of {', '.join(archs)}")
-    if arch == 'unet':
-        if fusion is not None: raise ValueError(f"fusion={fusion!r} is a Med-K2N option; the U-Net baseline has no fusion")
-        return archs['unet'](modalities=modalities, size=size, **kwargs)
-    if fusion is not None: kwargs['fusion'] = fusion
-    return archs['medk2n'].from_preset(preset, modalities=modalities, size=size, **kwargs)
+    "A fresh model of architecture `arch` ('medk2n' or 'unet') at preset size `preset` ('cpu' or 'paper'): the registry's `<arch>_<preset>`"
+    if fusion is not None:
+        if arch != 'medk2n': raise ValueError(f"fusion={fusion!r} is a Med-K2N option; the {arch} architecture has no fusion")
+        kwargs['fusion'] = fusion
+    return create_model(model_name(arch, preset), modalities=modalities, size=size, **kwargs)
 
 # Peak learning rate of each architecture's one-cycle schedule (AdamW, batch 8), from a sweep on the phantom benchmark
 # (bench/quality.py, seed 0, 2 epochs, on the geometric phantom that the realistic one replaced): the U-Net reached 16.8 / 23.0 / 22.5 dB validation PSNR at 1e-3 / 3e-3 / 1e-2,
@@ -279,17 +236,17 @@ def k2n_learner(dls, model:nn.Module|None=None, arch:str='medk2n', preset:str='c
     ms = tuple(dls.modalities)
     torch.manual_seed(seed)
     if model is None: model = build_model(arch, preset, ms, dls.size, fusion=fusion, **model_kwargs)
-    if lr is None: lr = DEFAULT_LR[getattr(model, 'config', {}).get('arch', arch)]
+    if lr is None: lr = DEFAULT_LR[model.arch]
     cmim = None
     if use_cmim:
         from med_k2n.cmim import CMIM
         cmim = CMIM(vlm, ms)
     lk = dict(loss_kwargs or {})
     if cmim is None: lk.update(causal=0., metric=0.)
-    loss = K2NLoss(cmim=cmim, model_quality=getattr(model, "quality_loss", None), seed=seed, **lk)
+    loss = K2NLoss(cmim=cmim, seed=seed, **lk)
     learn = Learner(dls, model, loss_func=loss, opt_func=partial(Adam, decouple_wd=True), lr=lr, wd=wd,
                     metrics=k2n_metrics(), cbs=[TaskSampler(ms, curriculum=curriculum, seed=seed)] + ([InputCorruption(corrupt, seed=seed)] if corrupt else [])
-                         + [GradientClip(1.0), QualityCalibration()] + list(cbs or []))
+                         + [GradientClip(1.0), RunningStats(), QualityCalibration()] + list(cbs or []))
     if cmim is not None: learn.cmim = cmim
     learn.amp = _amp_mode(amp, dls, model)
     if learn.amp != 'none': learn.add_cb(K2NMixedPrecision(learn.amp))   # amp: 'bf16', 'fp16' or 'none' (default: bf16 on a GPU, none on the CPU)
@@ -375,6 +332,7 @@ class K2NDistributedDL(DistributedDL):
 def _take(o, n:int, bs:int):
     "The first `n` samples of a batch-like `o` (tensors, tuples, dataclasses whose tensors have batch size `bs`)"
     if isinstance(o, torch.Tensor): return o[:n] if o.ndim and o.shape[0] == bs else o
+    if isinstance(o, tuple) and hasattr(o, '_fields'): return type(o)(*(_take(v, n, bs) for v in o))   # a NamedTuple (`K2NBatch`)
     if isinstance(o, (tuple, list)): return type(o)(_take(v, n, bs) for v in o)
     if is_dataclass(o) and not isinstance(o, type): return replace(o, **{f.name: _take(getattr(o, f.name), n, bs) for f in fields(o)})
     return o
@@ -387,7 +345,7 @@ class K2NDistributedTrainer(DistributedTrainer):
         "In validation, drop the padding samples of the last batch of this rank's shard from the predictions and targets"
         dl = self.learn.dl
         if self.training or not hasattr(dl, 'n_real'): return
-        bs = len(self.learn.yb[0])
+        bs = find_bs(self.learn.yb)
         keep = min(bs, max(0, dl.n_real - (dl.i - bs)))   # dl.i: samples of this shard yielded so far
         if keep < bs: self.learn.pred, self.learn.yb = _take(self.learn.pred, keep, bs), _take(self.learn.yb, keep, bs)
     def after_validate(self):
@@ -406,7 +364,7 @@ def distrib_ctx(learn:Learner,
     if world_size() <= 1: yield learn; return
     if not dist.is_initialized(): setup_distributed()
     from accelerate import DistributedDataParallelKwargs
-    if find_unused_parameters is None: find_unused_parameters = arch_name(unwrap_model(learn.model)) != 'unet'
+    if find_unused_parameters is None: find_unused_parameters = unwrap_model(learn.model).arch != 'unet'
     cb = K2NDistributedTrainer(cpu=not torch.cuda.is_available(),
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)], **kwargs)
     learn.add_cb(cb)
@@ -436,10 +394,12 @@ def train(data, # dataset folder (any supported layout), or a slice-cache folder
     "Train one model for every K→N task; returns the fastai `Learner`"
     from fastai.torch_core import set_seed
     from med_k2n.data import k2n_dataloaders
-    from med_k2n.encoder import PRESETS
-    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    from med_k2n.registry import preset_args, list_models
     out = Path(out)
-    if size is None: size = PRESETS[preset]['size']
+    names = list_models()
+    if arch not in {n.rsplit('_', 1)[0] for n in names}: raise ValueError(f"unknown architecture {arch!r}: the registered models are {', '.join(names)} (architecture_preset)")
+    if model_name(arch, preset) not in names: raise ValueError(f"unknown preset {preset!r} for {arch}: the registered models are {', '.join(names)} (architecture_preset)")
+    if size is None: size = preset_args(model_name(arch, preset))[1]['size']
     set_seed(seed, reproducible=True)
     state = setup_distributed()
     try: learn = _train(data, out, preset, size, epochs, bs, arch, ablation, curriculum, vlm, resume, seed, lr, modalities, cache, progress, corrupt, amp=amp, **model_kwargs)

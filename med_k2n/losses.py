@@ -9,8 +9,9 @@ Docs: https://med-k2n.github.io/med_k2n/losses.html.md"""
 from __future__ import annotations
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
+from .batch import K2NOutput, K2NBatch
 from .metrics import target_pairs, ssim_map
-from .heads import candidate_quality_loss, trust_loss
+from .quality import quality_loss, trust_loss
 
 # %% auto #0
 __all__ = ['ssim_loss', 'pick_negatives', 'K2NLoss']
@@ -33,20 +34,19 @@ def pick_negatives(present:Tensor, targets:Tensor, generator:torch.Generator|Non
 class K2NLoss(nn.Module):
     "λ1·L1 + λ2·(1 − SSIM) + λ3·L_causal + λ4·L_metric + λ5·L_quality on target channels only"
     def __init__(self, l1:float=1., ssim:float=1., causal:float=0.1, metric:float=0.1, quality:float=0.1,
-                 cmim:nn.Module|None=None, model_quality=None, seed:int=0):
+                 cmim:nn.Module|None=None, seed:int=0):
         super().__init__()
         self.w = dict(l1=l1, ssim=ssim, causal=causal, metric=metric, quality=quality)
-        self.cmim, self.model_quality, self.gen = cmim, model_quality, torch.Generator().manual_seed(seed)
+        self.cmim, self.gen = cmim, torch.Generator().manual_seed(seed)
         self.last = {}   # the unweighted terms of the last call, for logging
 
     def rec(self, pred:Tensor, truth:Tensor) -> tuple:
         "The L1 and the SSIM loss (1 - SSIM) of predicted slices `pred` against `truth`, as a tuple"
         return (pred-truth).abs().mean(), ssim_loss(pred, truth)
 
-    def forward(self, out, x:Tensor, targets:Tensor, mask:Tensor|None=None, present:Tensor|None=None,
-                frames:Tensor|None=None) -> Tensor:
-        "The total K→N loss of model output `out` for ground truth `x` on the `targets` channels"
-        targets = targets.bool()
+    def forward(self, out:K2NOutput, batch:K2NBatch) -> Tensor:
+        "The total K→N loss of model output `out` for the batch `batch` (its clean `x` is the truth) on the `targets` channels"
+        x, targets = batch.x, batch.targets.bool()
         truth, pred = target_pairs(x, targets), target_pairs(out.images, targets)
         l1, ss = self.rec(pred, truth)
         if out.candidates is not None:
@@ -54,15 +54,15 @@ class K2NLoss(nn.Module):
             K = cands.shape[1]
             cl1, css = self.rec(cands.flatten(0, 1), truth.unsqueeze(1).expand(-1, K, -1, -1).flatten(0, 1))
             l1, ss = (l1+cl1)/2, (ss+css)/2
-        q = candidate_quality_loss(out, x, targets) if self.w['quality'] and out.candidates is not None else pred.sum()*0
-        if self.w['quality'] and self.model_quality is not None: q = q + self.model_quality(out, x, targets)
-        if self.w['quality'] and frames is not None and getattr(out, 'trust', None) is not None: q = q + trust_loss(out, frames)
+        q = pred.sum()*0
+        if self.w['quality']:
+            q = q + quality_loss(out, x, targets)
+            if batch.frames is not None and out.trust is not None: q = q + trust_loss(out, batch.frames)
         terms = dict(l1=l1, ssim=ss, quality=q)
         if self.cmim is not None and (self.w['causal'] or self.w['metric']):
             j = targets.nonzero(as_tuple=True)[1]
             terms['causal'] = self.cmim.causal(pred, j)
-            present = targets if present is None else present.bool() | targets
-            neg = pick_negatives(present, targets, self.gen)
+            neg = pick_negatives(batch.present.bool() | targets, targets, self.gen)
             ok = neg >= 0
             if ok.any():
                 b = targets.nonzero(as_tuple=True)[0]

@@ -63,7 +63,8 @@ class PairMetric(Metric):
         self.total, self.count = 0., 0
     def accumulate(self, learn):
         "Add the per-pair scores of the current batch"
-        y, targets, mask = learn.yb[0], learn.yb[1], learn.yb[2]
+        b = learn.yb[0]   # a `K2NBatch`
+        y, targets, mask = b.x, b.targets, b.mask
         images = getattr(learn.pred, 'images', learn.pred)
         pred, truth = target_pairs(images, targets), target_pairs(y, targets)
         if not len(pred): return

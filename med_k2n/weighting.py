@@ -18,7 +18,7 @@ from torch import Tensor
 
 # %% auto #0
 __all__ = ['FUSION_MODES', 'mlp', 'global_pool', 'PreWeightNet', 'ThresholdNet', 'soft_gate', 'EffiWeightNet', 'fusion_mode',
-           'FusionWeighting', 'FrameTrust']
+           'FusionWeighting', 'FusionPolicy', 'FrameTrust']
 
 # %% ../nbs/13_weighting.ipynb #83cc026c
 def mlp(n_in:int, n_hidden:int, n_out:int, act_out:bool=False) -> nn.Sequential:
@@ -113,27 +113,25 @@ def soft_gate(w_global:Tensor, tau:Tensor, T:float=0.1) -> Tensor:
     return torch.sigmoid((w_global - tau) / T)
 
 class EffiWeightNet(nn.Module):
-    "Spatial effective weight map `W` [P,G,h,w] in [ε, 1−ε], one map per channel group (Eqs. 6–7, spatial, gated by w_global vs τ)"
+    "Spatial effective weight map `W` [P,1,h,w] in [ε, 1−ε] (Eqs. 6–7, spatial, gated by w_global vs τ)"
     def __init__(self,
                  dim:int, # channels C of the state and feature maps
                  d:int=64, # width D of the context vectors
                  hidden:int|None=None, # channels of the conv head (default C/2, at least 8)
                  T:float=0.1, # temperature of the soft threshold gate
-                 eps:float=1e-3, # clamp bound ε
-                 groups:int=1): # G weight maps, each for C/G consecutive channels of the state (1: one map for every channel)
+                 eps:float=1e-3): # clamp bound ε
         super().__init__()
-        if groups < 1 or dim % groups: raise ValueError(f"EffiWeightNet: groups={groups} must divide the {dim} channels of the state")
         hidden = hidden or max(8, dim//2)
         self.T, self.eps = T, eps
         self.fuse = nn.Sequential(nn.Linear(2 + 4*d, d), nn.GELU())
         self.conv1 = nn.Conv2d(2*dim, hidden, 3, padding=1)
         self.norm = nn.GroupNorm(min(8, hidden), hidden)
         self.film = nn.Linear(d, 2*hidden)
-        self.conv2 = nn.Conv2d(hidden, groups, 3, padding=1)
+        self.conv2 = nn.Conv2d(hidden, 1, 3, padding=1)
 
     def forward(self, S:Tensor, F_en:Tensor, w_global:Tensor, tau:Tensor, m:Tensor, x_gate:Tensor,
                 c_task:Tensor, c_modal:Tensor) -> Tensor:
-        "The clamped weight maps `W` [P,G,h,w]"
+        "The clamped weight map `W` [P,1,h,w]"
         f = self.fuse(torch.cat([w_global, tau, m, x_gate, c_task, c_modal], 1))
         g, b = self.film(f).chunk(2, 1)
         hid = self.norm(self.conv1(torch.cat([S, F_en], 1)))
@@ -160,18 +158,17 @@ class FusionWeighting(nn.Module):
                  mode:str='full', # ablation mode: 'B0', 'B1', 'B2', 'B3' or 'full'
                  n_slots:int=16, # task memory slots per target
                  T:float=0.1, # temperature of the threshold gate
-                 eps:float=1e-3, # clamp bound of the weights
-                 groups:int=1): # channel groups of the full mode's weight maps (`EffiWeightNet`)
+                 eps:float=1e-3): # clamp bound of the weights
         super().__init__()
         self.mode, self.T, self.eps = fusion_mode(mode), T, eps
         self.modal_emb, self.task_emb = nn.Embedding(n_modalities, d), nn.Embedding(n_modalities, d)
         self.pre = PreWeightNet(dim, d, n_modalities, n_slots)
         self.threshold = ThresholdNet(d, n_modalities)
-        self.effi = EffiWeightNet(dim, d, T=T, eps=eps, groups=groups)
+        self.effi = EffiWeightNet(dim, d, T=T, eps=eps)
 
     def forward(self, S:Tensor, F_en:Tensor, f_base:Tensor, src:Tensor, tgt:Tensor) -> dict:
-        "Weights of one auxiliary step: dict(W [P,1,h,w] ([P,G,h,w] in the full mode), w_global [P,1] or None, tau [P,1] or None)"
-        mode = fusion_mode(self.mode)
+        "Weights of one auxiliary step: dict(W [P,1,h,w], w_global [P,1] or None, tau [P,1] or None)"
+        mode = self.mode
         P, _, h, w = S.shape
         if mode == 'B0': return dict(W=S.new_full((P, 1, h, w), 0.5), w_global=None, tau=None)
         em, et = self.modal_emb(src), self.task_emb(tgt)
@@ -192,10 +189,40 @@ class FusionWeighting(nn.Module):
 
     @staticmethod
     def fuse(S:Tensor, proj:Tensor, W:Tensor, total:Tensor|float=1.) -> Tensor:
-        "The state after one step of the weighted mean: `proj` enters with weight `frame_weight(W)` next to the weight `total` already in `S`; `W` and `total` with G channels weigh each of G channel groups of `S`"
-        a = W / (W + total * (1 - W))
-        if a.shape[1] not in (1, S.shape[1]): a = a.repeat_interleave(S.shape[1] // a.shape[1], 1)
-        return S + a * (proj - S)
+        "The state after one step of the weighted mean: `proj` enters with weight `frame_weight(W)` next to the weight `total` already in `S`"
+        return S + W / (W + total * (1 - W)) * (proj - S)
+
+# %% ../nbs/13_weighting.ipynb #cd9aff24
+class FusionPolicy:
+    "How the fusion sequence treats its frames under an ablation mode: B0 averages them alike, B1–B3 weigh, order and gate them by quality and trust"
+    def __init__(self, mode:str='B3'): self.mode = fusion_mode(mode); self.average = self.mode == 'B0'
+    def __repr__(self): return f"FusionPolicy({self.mode!r})"
+
+    def rank(self, canonical:Tensor, trusted:Tensor, q_alone:Tensor) -> Tensor:
+        "Sort keys of the input frames (lower first) from their `canonical` rank, `trusted` (bool) and the quality `q_alone` of each input alone"
+        if self.average: return canonical.float()
+        return (~trusted).float() * 4 + 2 * (1 - q_alone.clamp(0, 1)) + 1e-3 * canonical.float()   # ties: canonical order
+
+    def weight(self, W:Tensor, trust:Tensor) -> Tensor:
+        "The weight map of an auxiliary frame, scaled by its `trust` [P] except in B0"
+        return W if self.average else W * trust[:, None, None, None].to(W.dtype)
+
+    def keep(self, valid:Tensor, gain:Tensor, accept:str) -> Tensor:
+        "Which updates stay [P]: every valid one in B0 or with `accept='all'`, else those whose predicted gain is not negative"
+        return valid if self.average or accept == 'all' else valid & (gain >= 0)
+
+    def memory_weight(self, W:Tensor) -> Tensor|None:
+        "The weight a frame's memory is stored with (None: unweighted, B0)"
+        return None if self.average else W.mean(1, keepdim=True)
+
+    def reported_weight(self, W:Tensor) -> Tensor:
+        "One number per pair for the frame's weight in the output's `weights` (1 in B0)"
+        return W.new_ones(len(W)) if self.average else W.detach().mean((1, 2, 3))
+
+    @property
+    def trust_aware(self) -> bool:
+        "Whether the decoder is told the best input's trust and falls back on the prior where no input holds signal"
+        return not self.average
 
 # %% ../nbs/13_weighting.ipynb #365ead42
 class FrameTrust(nn.Module):

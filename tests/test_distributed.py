@@ -31,6 +31,7 @@ def fit_tiny(data, out, bs:int, order=None, epochs:int=2, seed:int=0):
     from fastai.torch_core import set_seed
     from safetensors.torch import save_file
     from med_k2n.data import k2n_dataloaders
+    from med_k2n.batch import K2NBatch
     from med_k2n.learner import (setup_distributed, teardown_distributed, rank_first, get_rank, k2n_learner, distrib_ctx,
                                  TaskSampler, draw_tasks, CheckpointCallback, unwrap_model)
 
@@ -41,7 +42,7 @@ def fit_tiny(data, out, bs:int, order=None, epochs:int=2, seed:int=0):
             pairs = [draw_tasks(present[b:b+1].cpu(), self.modalities, random.Random(hashlib.sha256(x[b].cpu().numpy().tobytes()).hexdigest()), '1->1')
                      for b in range(len(x))]
             inputs, targets = torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
-            self.learn.xb, self.learn.yb = (x, inputs, targets), (x, targets, mask, present)
+            self.learn.xb, self.learn.yb = (x, inputs, targets), (K2NBatch(x, inputs, targets, mask, present),)
 
     set_seed(seed, reproducible=True)
     state = setup_distributed()

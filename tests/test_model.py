@@ -6,7 +6,8 @@ import torch.nn as nn
 from med_k2n.core import eval_patterns, parse_task, MODALITY_SETS
 from med_k2n.model import MedK2N
 from med_k2n.baseline import UNetBaseline
-from med_k2n.heads import quality_loss
+from med_k2n.quality import quality_loss
+from med_k2n.registry import create_model, list_models
 
 MS = MODALITY_SETS['brats']
 
@@ -65,9 +66,12 @@ def test_gradients_reach_every_fusion_and_quality_parameter():
         assert ps, part
         dead = [n for n, p in ps if p.grad is None or not p.grad.abs().sum() > 0]
         assert not dead, dead
-    # p_ij of the two auxiliary sources for target t1c moved, nothing else
+    # forward and loss change no running state; the update after the step moves p_ij of the two auxiliary sources for t1c, nothing else
     h = m.weighting.threshold.history
+    assert not h.any() and not m.target_prior.count.any() and not m.state_quality.count.any()
+    m.update_running_stats(out, x, i, t)
     assert sorted(h.nonzero().tolist()) == [[2, 1], [3, 1]]
+    assert m.target_prior.count[1] == 2 and m.state_quality.count.sum() == 2
 
 def test_each_ablation_switch_changes_the_output(model):
     i, t = task_batch('t1n,t1c,t2w->t2f', 2)
@@ -114,7 +118,8 @@ def test_accept_quality_undoes_negative_gain_updates(model):
 def test_config_round_trip_and_errors(model):
     c = json.loads(json.dumps(model.config))
     assert MedK2N.from_config(c).config == model.config
-    with pytest.raises(ValueError, match='unknown preset'): MedK2N.from_preset('big')
+    with pytest.raises(ValueError, match='unknown model .medk2n_big.: use one of medk2n_cpu, medk2n_paper, unet_cpu, unet_paper'): MedK2N.from_preset('big')
+    with pytest.raises(ValueError, match="unknown decoder options"): MedK2N(decoder=dict(width=8))
     i, t = task_batch('t1n->t1c', 1)
     with pytest.raises(ValueError, match='both an input and a target'): model(torch.rand(1, 4, 64, 64), i, i)
     with pytest.raises(ValueError, match='no input modality'): model(torch.rand(1, 4, 64, 64), i & False, t)
@@ -143,3 +148,13 @@ def test_baseline():
     # parameter count in the range of the cpu MedK2N
     ratio = UNetBaseline.from_preset('cpu').n_params() / MedK2N.from_preset('cpu', size=64).n_params()
     assert 0.5 < ratio < 2, ratio
+
+
+def test_registry_presets_and_constructor_size():
+    "One factory for the four presets; MedK2N's constructor stays small (issue: about a dozen arguments)"
+    import inspect
+    assert list_models() == ['medk2n_cpu', 'medk2n_paper', 'unet_cpu', 'unet_paper']
+    assert len(inspect.signature(MedK2N.__init__).parameters) - 1 <= 13
+    m = create_model('medk2n_cpu', size=32)
+    assert isinstance(m, MedK2N) and m.config['preset'] == 'medk2n_cpu' and m.size == 32
+    assert isinstance(create_model('unet_paper', size=32), UNetBaseline)
