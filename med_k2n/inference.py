@@ -2,7 +2,8 @@
 and percentile normalisation as training, axial slices batched through the model at its slice size and
 back onto the subject's grid, outputs as NIfTI images in the reference input's orientation, affine and
 header, with a predicted-error (quality) map per target and a summary of the fusion weights.
-`synthesize_to` writes them atomically, never over an input, and `med-k2n synth` does it from the shell.
+`synthesize_to` writes them atomically, never over an input; `synthesize_cohort` does it for every
+subject of a dataset, resumably, in the project's layout or BraSyn's; `med-k2n synth` does both from the shell.
 
 Docs: https://med-k2n.github.io/med_k2n/inference.html.md"""
 
@@ -10,7 +11,8 @@ Docs: https://med-k2n.github.io/med_k2n/inference.html.md"""
 
 # %% ../nbs/30_inference.ipynb #b478e562
 from __future__ import annotations
-import contextlib, json, os, re, time, uuid, warnings
+import contextlib, csv, hashlib, io, json, os, re, sys, time, uuid, warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Sequence
 
@@ -21,9 +23,10 @@ from .core import canonical, modality_set
 from . import io as kio
 
 # %% auto #0
-__all__ = ['INTENSITIES', 'BACKGROUNDS', 'model_preprocessing', 'subject_from_paths', 'resolve_case', 'resolve_targets',
-           'preprocess_inputs', 'synthesize', 'output_paths', 'synthesize_to', 'show_synthesis', 'parse_inputs',
-           'synth_cmd']
+__all__ = ['INTENSITIES', 'BACKGROUNDS', 'OUT_LAYOUTS', 'SYNTH_RECORDS', 'SYNTH_SUMMARY_FILES', 'model_preprocessing',
+           'subject_from_paths', 'resolve_case', 'resolve_targets', 'preprocess_inputs', 'synthesize', 'output_paths',
+           'synthesize_to', 'show_synthesis', 'find_subjects', 'SubjectPlan', 'plan_cohort', 'subject_complete',
+           'CohortSummary', 'synthesize_cohort', 'parse_inputs', 'synth_cmd']
 
 # %% ../nbs/30_inference.ipynb #962f5e9f
 def __getattr__(name):
@@ -152,6 +155,23 @@ def preprocess_inputs(vols:kio.CaseVolumes, # the loaded inputs (`io.load_case`)
         x[i] = np.clip(to_slices(v01, size), 0, 1)
     return dict(x=x, mask=mask, stats=stats)
 
+# %% ../nbs/30_inference.ipynb #8a664d84
+def _label_values(v:np.ndarray, max_labels:int=10) -> np.ndarray|None:
+    "The distinct values of `v` when there are at most `max_labels` of them, all integers (a label map or mask); None otherwise"
+    for a in (np.asarray(v).ravel()[::97], v):   # the sample rules out nearly every real image without sorting the volume
+        vals = np.unique(a)
+        if len(vals) > max_labels or not np.array_equal(vals, np.round(vals)): return None
+    return vals
+
+def _check_not_labels(vols:kio.CaseVolumes, max_labels:int=10):
+    "`ValueError` naming the file when an input of `vols` looks like a segmentation or mask rather than an MRI"
+    for m, v in vols.data.items():
+        vals = _label_values(v, max_labels)
+        if vals is None: continue
+        raise ValueError(f"subject {vols.subject}, modality {m}: {kio._src_name(vols.paths[m])} holds only the values "
+                         f"{', '.join(f'{x:g}' for x in vals)}: it looks like a segmentation or mask, not an MRI; "
+                         f"give the {m} image instead (a segmentation belongs in a file named ...-seg.nii.gz)")
+
 # %% ../nbs/30_inference.ipynb #1673e8be
 def _device(device):
     import torch
@@ -194,6 +214,7 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
     c, ins = resolve_case(case, ms, inputs=inputs, targets=targets, subject=subject)
     ts = resolve_targets(targets, ins, ms)
     vols = kio.load_case(c, modalities=ins, resample=resample)
+    _check_not_labels(vols)
     pre = preprocess_inputs(vols, ms, S, pp['lo'], pp['hi'])
     x, mask = pre['x'], pre['mask']
     shape, Z, M = vols.shape, mask.shape[2], len(ms)
@@ -238,58 +259,112 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
     scores = {t: round(float(ssum[ms.index(t)] / nz), 4) for t in ts} if has_q else {}
     return dict(subject=c.subject, inputs=ins, targets=ts, images=images, quality=quality, weights=weights,
                 accepted=accepted, scores=scores, mask=kio.image_like(mask.astype(np.float32), vols.reference),
-                reference_modality=ref_m, intensity=intensity, background=background, n_slices=int(len(zs)), seconds=time.time() - t0,
+                reference_modality=ref_m, intensity=intensity, background=background, accept=accept, n_slices=int(len(zs)), seconds=time.time() - t0,
                 device=str(dev), case=c)
 
 # %% ../nbs/30_inference.ipynb #30a17c4c
-def output_paths(subject:str, targets:Sequence[str], out_dir, quality:bool=True) -> dict:
-    "The files `synthesize_to` writes: {'images': {m: path}, 'quality': {m: path}, 'summary': path}"
-    out, s = Path(out_dir), re.sub(r'[^A-Za-z0-9._-]', '_', subject)
+OUT_LAYOUTS = ('default', 'brasyn')
+SYNTH_RECORDS = '.synth-records'   # the BraSyn layout keeps its per-subject records here, out of the flat folder of volumes
+
+def _safe(subject:str) -> str: return re.sub(r'[^A-Za-z0-9._-]', '_', subject)
+
+def output_paths(subject:str, targets:Sequence[str], out_dir, quality:bool=True, layout:str='default') -> dict:
+    "The files written for one subject in `layout` (`OUT_LAYOUTS`): {'images': {m: path}, 'quality': {m: path}, 'summary': path}"
+    if layout not in OUT_LAYOUTS: raise ValueError(f"unknown output layout {layout!r}: use one of {', '.join(OUT_LAYOUTS)}")
+    out, s = Path(out_dir), _safe(subject)
+    if layout == 'brasyn':
+        return dict(images={m: out/f"{s}-{m}.nii.gz" for m in targets}, quality={}, summary=out/SYNTH_RECORDS/f"{s}.json")
     return dict(images={m: out/f"{s}_{m}.nii.gz" for m in targets},
                 quality={m: out/f"{s}_{m}_quality.nii.gz" for m in targets} if quality else {},
                 summary=out/f"{s}_synth.json")
 
 def _all_paths(paths:dict) -> list: return list(paths['images'].values()) + list(paths['quality'].values()) + [paths['summary']]
 
+def _layout_intensity(layout:str, intensity:str|None) -> str:
+    "The output intensity convention: as asked, else 'unit' ('reference' for BraSyn, the only one that layout takes)"
+    if layout not in OUT_LAYOUTS: raise ValueError(f"unknown output layout {layout!r}: use one of {', '.join(OUT_LAYOUTS)}")
+    if intensity is None: return 'reference' if layout == 'brasyn' else 'unit'
+    if intensity not in INTENSITIES: raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}")
+    if layout == 'brasyn' and intensity != 'reference':
+        raise ValueError(f"the BraSyn layout writes volumes on the reference input's intensity scale (intensity 'reference'), "
+                         f"not {intensity!r}: leave the intensity out, or use layout 'default' for normalised [0, 1] outputs")
+    return intensity
+
+# %% ../nbs/30_inference.ipynb #57e383a7
+def _fingerprint(model) -> str:
+    "A short SHA-256 of `model`'s weights (tensor names, dtypes, shapes and bytes): which model made an output"
+    import torch
+    h = hashlib.sha256()
+    for k, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+def _summary(res:dict, model, paths:dict, layout:str, fingerprint:str) -> dict:
+    "The JSON record of one subject's synthesis: inputs, task, conventions, model, fusion weights and scores, file names"
+    return dict(subject=res['subject'], targets=list(res['targets']), layout=layout, intensity=res['intensity'],
+                background=res['background'], accept=res['accept'], model_fingerprint=fingerprint,
+                inputs={m: str(p) if isinstance(p, (str, Path)) else '<in-memory image>' for m, p in res['case'].paths.items()},
+                reference_modality=res['reference_modality'],
+                model=str(getattr(model, 'meta', {}).get('arch', type(model).__name__)), model_config=getattr(model, 'config', None),
+                weights=res['weights'], accepted=res['accepted'], scores=res['scores'], n_slices=res['n_slices'],
+                seconds=round(res['seconds'], 2), device=res['device'],
+                files=dict(images={m: p.name for m, p in paths['images'].items()}, quality={m: p.name for m, p in paths['quality'].items()}))
+
+def _images(res:dict, paths:dict) -> dict:
+    "{path: image} of the synthesised images and quality maps that `paths` names"
+    return {**{p: res['images'][m] for m, p in paths['images'].items()}, **{p: res['quality'][m] for m, p in paths['quality'].items()}}
+
+def _tmp_name(p:Path) -> Path: return p.parent/f".tmp-{uuid.uuid4().hex[:8]}-{p.name}"
+
+def _commit(images:dict, summary_path:Path, summary:dict):
+    "Write every {path: image}, then the JSON `summary`, to temporary names beside them; then move them into place, the summary last"
+    tmps = {}
+    try:
+        for p, im in images.items():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmps[p] = _tmp_name(p)
+            nib.save(im, tmps[p])
+        summary_path.parent.mkdir(parents=True, exist_ok=True)
+        tmps[summary_path] = _tmp_name(summary_path)
+        tmps[summary_path].write_text(json.dumps(summary, indent=1, default=str))
+        summary_path.unlink(missing_ok=True)   # an older record must never vouch for a half-replaced set of files
+        for p, t in tmps.items(): os.replace(t, p)
+    except BaseException:
+        for t in tmps.values(): t.unlink(missing_ok=True)
+        raise
+
+def _remove_empty(out:Path):
+    "Remove `out` (and its records folder) if a failed call created it and left it empty"
+    for d in (out/SYNTH_RECORDS, out):
+        if d.is_dir() and not any(d.iterdir()): d.rmdir()
+
+# %% ../nbs/30_inference.ipynb #00c8bc92
 def synthesize_to(case, # {modality: NIfTI path or image}, an `io.Case` or a subject folder
                   targets, # modalities to synthesise, or 'missing'
                   model, # a model or a checkpoint folder
                   out_dir, # output folder (created if missing)
                   inputs=None, # for a folder/`Case`: which of its modalities to use
                   subject:str|None=None, # subject name for the file names (default: from the input files)
-                  **kwargs # more `synthesize` arguments (accept, bs, device, progress, resample, intensity)
+                  layout:str='default', # file names: 'default' (images, quality maps, JSON) or 'brasyn' (`<subject>-<m>.nii.gz`, reference intensities)
+                  **kwargs # more `synthesize` arguments (accept, bs, device, progress, resample, intensity, background)
                  ) -> dict:
-    "Synthesise `targets` and write `<subject>_<m>.nii.gz`, `<subject>_<m>_quality.nii.gz` and `<subject>_synth.json` into `out_dir`, atomically"
+    "Synthesise `targets` and write them into `out_dir` (`output_paths` names the files) atomically, the JSON record last"
     if isinstance(model, (str, os.PathLike)): model = _load_model(model)
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir(): raise ValueError(f"{out} exists and is not a folder: choose another output folder")
+    kwargs['intensity'] = _layout_intensity(layout, kwargs.get('intensity'))
     ms = tuple(model.modalities)
     c, ins = resolve_case(case, ms, inputs=inputs, targets=targets, subject=subject)
     ts = resolve_targets(targets, ins, ms)
-    paths = output_paths(c.subject, ts, out, quality=hasattr(model, 'quality_net'))
+    paths = output_paths(c.subject, ts, out, quality=hasattr(model, 'quality_net'), layout=layout)
     for p in _all_paths(paths): kio.check_not_input(p, c)
     res = synthesize(c, ts, model, inputs=ins, **kwargs)
-    summary = dict(subject=res['subject'], inputs={m: str(p) if isinstance(p, (str, Path)) else '<in-memory image>' for m, p in c.paths.items()},
-                   targets=list(ts), reference_modality=res['reference_modality'], intensity=res['intensity'], background=res['background'],
-                   model=str(getattr(model, 'meta', {}).get('arch', type(model).__name__)), model_config=getattr(model, 'config', None),
-                   weights=res['weights'], accepted=res['accepted'], scores=res['scores'], n_slices=res['n_slices'],
-                   seconds=round(res['seconds'], 2), device=res['device'],
-                   files=dict(images={m: p.name for m, p in paths['images'].items()}, quality={m: p.name for m, p in paths['quality'].items()}))
     made = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    todo = [(paths['images'][m], res['images'][m]) for m in ts] + [(paths['quality'][m], res['quality'][m]) for m in paths['quality']]
-    tmps = {}
-    try:
-        for p, im in todo:
-            tmps[p] = p.parent/f".tmp-{uuid.uuid4().hex[:8]}-{p.name}"
-            nib.save(im, tmps[p])
-        tmps[paths['summary']] = paths['summary'].parent/f".tmp-{uuid.uuid4().hex[:8]}-{paths['summary'].name}"
-        tmps[paths['summary']].write_text(json.dumps(summary, indent=1, default=str))
-        for p, t in tmps.items(): os.replace(t, p)
+    try: _commit(_images(res, paths), paths['summary'], _summary(res, model, paths, layout, _fingerprint(model)))
     except BaseException:
-        for t in tmps.values():
-            if t.exists(): t.unlink()
-        if made and out.exists() and not any(out.iterdir()): out.rmdir()
+        if made: _remove_empty(out)
         raise
     res['paths'] = paths
     return res
@@ -322,6 +397,238 @@ def show_synthesis(res:dict, # a `synthesize` result
     fig.tight_layout()
     return fig
 
+# %% ../nbs/30_inference.ipynb #804331a3
+def _one_line(e:BaseException, subject:str|None=None) -> str:
+    "An exception as one line, without the leading 'subject X:' that the report's line already starts with"
+    s = ' '.join(str(e).split()) or type(e).__name__
+    return re.sub(rf'^subject {re.escape(subject)}[:,]\s*', '', s) if subject else s
+
+def find_subjects(data, # dataset folder
+                  layout:str='auto', # its layout for `io.find_cases`
+                 ) -> tuple:
+    "`(cases, failures)`: every subject under `data` (`io.find_cases`), and {folder: reason} for subject folders that cannot be read"
+    root = Path(data).expanduser()
+    try: return kio.find_cases(root, layout=layout), {}
+    except ValueError as e: err = e
+    entries = [p for p in sorted(root.iterdir()) if not p.name.startswith('.')]
+    dirs = [p for p in entries if p.is_dir() and kio._walk_nifti(p)]
+    if len(dirs) < 2 or any(p.is_file() and kio._stem(p.name) is not None for p in entries): raise err
+    if layout == 'auto': layout = kio._detect_layout(kio._walk_nifti(root), root)
+    cases, bad = [], {}
+    for d in dirs:
+        try: cases += kio.find_cases(d, layout=layout)
+        except ValueError as e: bad[d.name] = _one_line(e)
+    if not cases: raise err
+    return sorted(cases, key=lambda c: c.subject), bad
+
+# %% ../nbs/30_inference.ipynb #c4906ffd
+@dataclass
+class SubjectPlan:
+    "What `synthesize_cohort` does for one subject: its case, inputs, targets and output files, or why it cannot be done"
+    subject:str
+    case:kio.Case|None=None # the subject found on disk
+    inputs:tuple=() # the modalities used as inputs, in the model's order
+    targets:tuple=() # the modalities to synthesise, in the model's order
+    paths:dict|None=None # `output_paths`: the files written for it
+    error:str|None=None # why the subject cannot be synthesised (then it is reported as failed)
+    @property
+    def files(self) -> list:
+        "Every file of the subject's outputs, its record last"
+        return _all_paths(self.paths) if self.paths and not self.error else []
+
+def _plan_one(c:kio.Case, ms:tuple, targets:tuple|None, out:Path, layout:str, quality:bool) -> SubjectPlan:
+    s, have = c.subject, [m for m in ms if m in c.paths]
+    ins = [m for m in have if m not in (targets or ())]
+    ts = list(targets) if targets else [m for m in ms if m not in have]
+    if not ins:
+        has = f"it has {', '.join(c.paths)}" if c.paths else "it has no modality file"
+        extra = f" besides the targets {', '.join(ts)}" if targets else ''
+        return SubjectPlan(s, c, error=f"no input the model can take: it needs at least one of {', '.join(ms)}{extra}, and {has}")
+    if not ts:
+        return SubjectPlan(s, c, tuple(ins), error=f"lacks none of the model's modalities ({', '.join(ms)}): nothing to synthesise "
+                                                   f"(name the targets to synthesise present ones again)")
+    paths = output_paths(s, ts, out, quality, layout)
+    try:
+        for p in _all_paths(paths): kio.check_not_input(p, c)
+    except ValueError as e: return SubjectPlan(s, c, tuple(ins), tuple(ts), error=_one_line(e, s))
+    return SubjectPlan(s, c, tuple(ins), tuple(ts), paths)
+
+def plan_cohort(data, # dataset folder, any layout `io.find_cases` understands
+                modalities, # the model's modality set
+                out, # output folder
+                targets=None, # modalities to synthesise for every subject; None or 'missing': each subject's missing ones
+                layout:str='default', # output layout (`OUT_LAYOUTS`)
+                quality:bool=True, # whether quality maps are written (models with a quality predictor, default layout)
+                data_layout:str='auto', # the dataset's layout for `io.find_cases`
+               ) -> list:
+    "One `SubjectPlan` per subject under `data`, sorted by subject: its inputs, the targets it lacks (or `targets`), its files in `out`"
+    ms = tuple(modality_set(modalities))
+    ts = None
+    if targets is not None and not (isinstance(targets, str) and targets.strip().lower() == 'missing'):
+        ts = _names(targets)
+        if not ts: raise ValueError("no target given: name the modalities to synthesise, or leave the targets out for each subject's missing ones")
+        bad = [m for m in ts if m not in ms]
+        if bad: raise ValueError(f"the model was trained on the modality set {', '.join(ms)}: it cannot synthesise {', '.join(bad)}")
+        ts = tuple(m for m in ms if m in ts)
+    if layout not in OUT_LAYOUTS: raise ValueError(f"unknown output layout {layout!r}: use one of {', '.join(OUT_LAYOUTS)}")
+    cases, bad = find_subjects(data, data_layout)
+    plans = [SubjectPlan(s, error=r) for s, r in bad.items()]
+    plans += [_plan_one(c, ms, ts, Path(out).expanduser(), layout, quality) for c in cases]
+    owners = {}
+    for p in plans:
+        for f in p.files: owners.setdefault(f, []).append(p)
+    for f, ps in owners.items():
+        if len(ps) < 2: continue
+        for p in ps: p.error = (f"subjects {', '.join(q.subject for q in ps)} would all write {f.name}: rename the subjects so that "
+                                f"their names differ in letters, digits, '.', '_' or '-'")
+    return sorted(plans, key=lambda p: p.subject)
+
+# %% ../nbs/30_inference.ipynb #c170f387
+def _stale_temps(plan:SubjectPlan) -> list:
+    "Temporary files of `plan`'s outputs left by a run that was cut short"
+    return [t for p in plan.files if p.parent.is_dir() for t in p.parent.glob(f".tmp-*-{p.name}")
+            if re.fullmatch(r'\.tmp-[0-9a-f]{8}-' + re.escape(p.name), t.name)]
+
+def subject_complete(plan:SubjectPlan, # a subject of `plan_cohort`
+                     settings:dict|None=None, # record entries that must match (layout, intensity, model_fingerprint...)
+                    ) -> bool:
+    "Whether `plan`'s outputs are all in place: its record (written last) names its targets and `settings`, every file exists, no temporary file is left"
+    if not plan.files: return False
+    try: rec = json.loads(plan.paths['summary'].read_text())
+    except (OSError, ValueError): return False   # no record, or a damaged one: the subject was not finished
+    if not isinstance(rec, dict) or rec.get('targets') != list(plan.targets): return False
+    if any(rec.get(k) != v for k, v in (settings or {}).items()): return False
+    return all(p.is_file() for p in plan.files) and not _stale_temps(plan)
+
+# %% ../nbs/30_inference.ipynb #6bbd99c1
+SYNTH_SUMMARY_FILES = ('synth_summary.json', 'synth_summary.csv')
+
+@dataclass
+class CohortSummary:
+    "What `synthesize_cohort` did: one row per subject (done, skipped or failed, with the reason), and where"
+    out:Path # the output folder
+    rows:list # one dict per subject: subject, status, inputs, targets, files, reason, seconds
+    layout:str='default'
+    intensity:str='unit'
+    seconds:float=0.
+    def _status(self, s): return [r['subject'] for r in self.rows if r['status'] == s]
+    @property
+    def done(self) -> list:
+        "Subjects synthesised by this run"
+        return self._status('done')
+    @property
+    def skipped(self) -> list:
+        "Subjects whose outputs were already complete"
+        return self._status('skipped')
+    @property
+    def failed(self) -> dict:
+        "{subject: reason} for the subjects that could not be synthesised"
+        return {r['subject']: r['reason'] for r in self.rows if r['status'] == 'failed'}
+    @property
+    def ok(self) -> bool:
+        "True when no subject failed"
+        return not self.failed
+    def to_dict(self) -> dict:
+        "The summary as JSON-able data: settings, counts and rows"
+        return dict(out=str(self.out), layout=self.layout, intensity=self.intensity, seconds=self.seconds,
+                    done=len(self.done), skipped=len(self.skipped), failed=len(self.failed), subjects=self.rows)
+    def write(self) -> tuple:
+        "Write `synth_summary.json` and `synth_summary.csv` into `out`, atomically; returns their paths"
+        js, cs = (Path(self.out)/n for n in SYNTH_SUMMARY_FILES)
+        kio.atomic_write(js, lambda t: Path(t).write_text(json.dumps(self.to_dict(), indent=1)))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=['subject', 'status', 'inputs', 'targets', 'files', 'reason', 'seconds'])
+        w.writeheader()
+        for r in self.rows: w.writerow({**r, **{k: ' '.join(r[k]) for k in ('inputs', 'targets', 'files')}})
+        kio.atomic_write(cs, lambda t: Path(t).write_text(buf.getvalue()))
+        return js, cs
+    def report(self) -> str:
+        "A few lines for the terminal: the counts, each failed subject with its reason, what to do, where the summary is"
+        lines = [f"{len(self.done)} done, {len(self.skipped)} skipped (already complete), {len(self.failed)} failed "
+                 f"in {self.seconds:.1f} s; outputs in {self.out} ({self.layout} layout, {self.intensity} intensities)"]
+        if self.failed:
+            lines += ["failed:"] + [f"  {s}: {r}" for s, r in self.failed.items()]
+            lines.append("fix or remove what is named above, then run the same command again: complete subjects are skipped")
+        lines.append(f"summary: {', '.join(str(Path(self.out)/n) for n in SYNTH_SUMMARY_FILES)}")
+        return '\n'.join(lines)
+    def __repr__(self):
+        return f"CohortSummary({len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed, out={str(self.out)!r})"
+
+# %% ../nbs/30_inference.ipynb #f87d4689
+def _row(plan:SubjectPlan, status:str, reason:str='', seconds:float=0.) -> dict:
+    files = [p.name for p in plan.paths['images'].values()] if plan.paths and status != 'failed' else []
+    return dict(subject=plan.subject, status=status, inputs=list(plan.inputs), targets=list(plan.targets), files=files,
+                reason=reason, seconds=round(seconds, 2))
+
+def _check_out_dir(data:Path, out:Path):
+    "Refuse an output folder that is the data folder or lies inside it (outputs never mix with inputs), or that is a file"
+    d, o = Path(data).expanduser().resolve(), Path(out).expanduser().resolve()
+    if o == d or d in o.parents:
+        raise ValueError(f"the output folder {out} {'is' if o == d else 'is inside'} the data folder {data}: the outputs would mix "
+                         f"with the inputs (and be taken for subjects by the next run); choose an output folder outside {data}")
+    if o.exists() and not o.is_dir(): raise ValueError(f"{out} exists and is not a folder: choose another output folder")
+
+# %% ../nbs/30_inference.ipynb #efa74cbc
+def synthesize_cohort(data, # dataset folder, in any layout `io.find_cases` understands
+                      model, # a model or its checkpoint folder
+                      out, # output folder (created if missing); not `data` nor inside it
+                      targets=None, # modalities to synthesise for every subject (name, comma list or list); None: each subject's missing ones
+                      layout:str='default', # output layout: 'default' or 'brasyn' (`OUT_LAYOUTS`)
+                      intensity:str|None=None, # 'unit' or 'reference'; None: 'unit', and 'reference' for BraSyn (the only one it takes)
+                      background:str='zero', # outside the inputs' foreground mask: 'zero' or 'model'
+                      accept:str='quality', # fusion acceptance: 'quality' or 'all'
+                      resample:bool=False, # resample inputs that are off the reference input's grid instead of failing the subject
+                      bs:int=16, # slices per batch
+                      device=None, # 'cpu', 'cuda', 'cuda:1'... (default: cuda if available)
+                      data_layout:str='auto', # the dataset's layout for `io.find_cases`
+                      progress:bool=True, # a progress bar over the subjects
+                      verbose:bool=True, # print one line to stderr for each subject that fails, when it fails
+                     ) -> CohortSummary:
+    "Synthesise, for every subject under `data`, the modalities it lacks (or `targets`), resumably; a failed subject is reported, not fatal"
+    import torch
+    from fastprogress.fastprogress import progress_bar, ConsoleProgressBar
+    t0 = time.time()
+    data, out = Path(data).expanduser(), Path(out).expanduser()
+    if not data.exists(): raise FileNotFoundError(f"{data}: data folder not found")
+    if not data.is_dir(): raise ValueError(f"{data} is a file: give the folder of a dataset (for one subject's files use synthesize_to)")
+    _check_out_dir(data, out)
+    intensity = _layout_intensity(layout, intensity)
+    if accept not in ('quality', 'all'): raise ValueError(f"accept must be 'quality' or 'all', got {accept!r}")
+    if background not in BACKGROUNDS: raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
+    if int(bs) < 1: raise ValueError(f"bs={bs}: the batch size must be at least 1")
+    if isinstance(model, (str, os.PathLike)): model = _load_model(model)
+    ms = model_preprocessing(model)['modalities']
+    dev = _device(device)
+    plans = plan_cohort(data, ms, out, targets, layout, hasattr(model, 'quality_net'), data_layout)
+    fp = _fingerprint(model)
+    settings = dict(layout=layout, intensity=intensity, background=background, accept=accept, model_fingerprint=fp)
+    failures = (ValueError, OSError, MemoryError, torch.cuda.OutOfMemoryError)
+    out.mkdir(parents=True, exist_ok=True)
+    p0 = next(model.parameters(), None)
+    home, rows = (dev if p0 is None else p0.device), []
+    try:
+        model.to(dev)
+        bar = progress_bar(plans) if progress else plans
+        nl = '\n' if isinstance(bar, ConsoleProgressBar) else ''   # a terminal's bar ends without a newline
+        for pl in bar:
+            t = time.time()
+            if pl.error: rows.append(_row(pl, 'failed', pl.error))
+            elif subject_complete(pl, settings): rows.append(_row(pl, 'skipped'))
+            else:
+                try:
+                    for f in _stale_temps(pl): f.unlink()
+                    res = synthesize(pl.case, pl.targets, model, inputs=pl.inputs, accept=accept, bs=bs, device=dev, progress=False,
+                                     resample=resample, intensity=intensity, background=background)
+                    _commit(_images(res, pl.paths), pl.paths['summary'], _summary(res, model, pl.paths, layout, fp))
+                    rows.append(_row(pl, 'done', seconds=time.time() - t))
+                except failures as e: rows.append(_row(pl, 'failed', _one_line(e, pl.subject), time.time() - t))
+            if verbose and rows[-1]['status'] == 'failed': print(f"{nl}{pl.subject}: failed: {rows[-1]['reason']}", file=sys.stderr)
+        if nl: print()
+    finally: model.to(home)
+    res = CohortSummary(out, rows, layout, intensity, round(time.time() - t0, 1))
+    res.write()
+    return res
+
 # %% ../nbs/30_inference.ipynb #8ee7abcd
 def parse_inputs(items:Sequence[str]|None, case:str|None=None) -> tuple:
     "`(dict or None, names or None)` from `--input` values: `MODALITY=FILE` items, or bare names with `--case`"
@@ -331,7 +638,8 @@ def parse_inputs(items:Sequence[str]|None, case:str|None=None) -> tuple:
         if pairs: raise ValueError(f"with --case, --input takes modality names only (got {pairs[0]!r}); "
                                    f"without --case give every input as --input MODALITY=FILE")
         return None, (_names(items) or None)
-    if not items: raise ValueError("give the inputs as --input MODALITY=FILE (repeat for each input), or a subject folder with --case DIR")
+    if not items: raise ValueError("give the inputs as --input MODALITY=FILE (repeat for each input), a subject folder with --case DIR, "
+                                   "or a dataset folder with --data DIR")
     if len(pairs) != len(items):
         bare = [o for o in items if '=' not in o]
         raise ValueError(f"--input {bare[0]!r}: give it as MODALITY=FILE, e.g. --input t1n=sub01_t1.nii.gz (bare names need --case DIR)")
@@ -344,27 +652,51 @@ def parse_inputs(items:Sequence[str]|None, case:str|None=None) -> tuple:
         res[m] = Path(v.strip()).expanduser()
     return res, None
 
+def _synth_cohort_cmd(data, model, out, targets, all_missing, layout, **kwargs) -> int:
+    "`med-k2n synth --data`: cheap checks, `synthesize_cohort`, the report; 0 if every subject is complete, 1 if one failed"
+    if targets and all_missing: raise ValueError("give either --target/--targets or --all-missing, not both (with --data, --all-missing is the default)")
+    d = Path(data).expanduser()
+    if not d.exists(): raise FileNotFoundError(f"{d}: data folder not found")
+    if not d.is_dir(): raise ValueError(f"--data {d} is a file: give a dataset folder (for one subject use --input or --case)")
+    _check_out_dir(d, Path(out))
+    if not Path(model).expanduser().exists(): raise FileNotFoundError(f"no model checkpoint at {model}: expected a folder with model.json and model.safetensors (written by `med-k2n train`)")
+    s = synthesize_cohort(d, _load_model(model, device='cpu'), out, targets=targets or None, layout=layout, **kwargs)
+    print(s.report())
+    return 0 if s.ok else 1
+
+# %% ../nbs/30_inference.ipynb #aee36f02
 def synth_cmd(model:str=None, # model folder written by `med-k2n train` (model.json + model.safetensors); required
+              data:str=None, # a dataset folder: synthesise every subject in it (any supported layout), resumably; default: none (one subject, from --input or --case)
               input:Annotated[str, dict(action='append')]=None, # an input as MODALITY=FILE, repeated for each input (with --case: a modality name to use); default: none
               target:Annotated[str, dict(action='append')]=None, # a modality to synthesise, repeated for each target; default: none (or use --all-missing)
+              targets:str=None, # modalities to synthesise as a comma list, e.g. t1c,t2f (the same as repeating --target); default: none
               case:str=None, # a subject folder in any supported layout, instead of --input files; default: none
-              all_missing:bool=False, # synthesise every modality of the model's set that is not an input
-              out:str=None, # output folder for <subject>_<modality>.nii.gz, <subject>_<modality>_quality.nii.gz and <subject>_synth.json; required
+              all_missing:bool=False, # synthesise every modality of the model's set that is not an input (with --data, the default)
+              out:str=None, # output folder (with --data: not the data folder nor inside it); required
+              layout:str='default', # output files: 'default' (<subject>_<modality>.nii.gz, its _quality map, <subject>_synth.json) or 'brasyn' (<subject-ID>-<modality>.nii.gz on the reference input's intensity scale); default: 'default'
               subject:str=None, # subject name used in the output file names; default: from the input file names
               resample:bool=False, # resample inputs that are off the reference input's grid instead of refusing
               accept:str='quality', # fusion acceptance: 'quality' keeps an update only if the predicted quality rises; 'all' keeps every update
-              intensity:str='unit', # 'unit': outputs in the model's normalised [0,1] units; 'reference': scaled to the reference input's intensity range
+              intensity:str=None, # 'unit': the model's normalised [0,1] units; 'reference': scaled to the reference input's intensity range; default: 'unit', and 'reference' with --layout brasyn
               background:str='zero', # outside the inputs' foreground mask: 'zero', or 'model' to keep the raw model output
               device:str=None, # cpu, cuda or cuda:N; default: cuda if available, else cpu
               bs:int=16, # slices per batch
              ):
-    "Synthesise missing MRI contrasts of one subject from the available ones (NIfTI in, NIfTI out)"
+    "Synthesise missing MRI contrasts of one subject, or of every subject of a dataset with --data (NIfTI in, NIfTI out)"
     if model is None: raise ValueError("give the trained model folder with --model DIR (written by `med-k2n train`)")
     if out is None: raise ValueError("give the output folder with --out DIR")
-    if target and all_missing: raise ValueError("give either --target MODALITY (repeatable) or --all-missing, not both")
-    if not target and not all_missing: raise ValueError("say what to synthesise: --target MODALITY (repeat for each) or --all-missing")
+    tgt = _names(','.join(list(target or []) + [targets or '']))
+    _layout_intensity(layout, intensity)
+    if data is not None:
+        if case is not None or input or subject is not None:
+            raise ValueError("--data synthesises every subject of a dataset folder, while --case, --input and --subject describe one "
+                             "subject: drop them, or drop --data")
+        return _synth_cohort_cmd(data, model, out, tgt, all_missing, layout, intensity=intensity, background=background, accept=accept,
+                                 resample=resample, bs=bs, device=device)
+    if tgt and all_missing: raise ValueError("give either --target MODALITY (repeatable) or --all-missing, not both")
+    if not tgt and not all_missing: raise ValueError("say what to synthesise: --target MODALITY (repeat for each) or --all-missing")
     paths, names = parse_inputs(input, case)
-    targets = 'missing' if all_missing else _names(target)
+    targets = 'missing' if all_missing else tgt
     # cheap checks first, before torch and the model are imported
     for m_, p_ in (paths or {}).items():
         if not p_.exists(): raise FileNotFoundError(f"{p_}: file not found (modality {m_})")
@@ -373,7 +705,7 @@ def synth_cmd(model:str=None, # model folder written by `med-k2n train` (model.j
                               f"(drop it from the targets or from the inputs)")
     if not Path(model).expanduser().exists(): raise FileNotFoundError(f"no model checkpoint at {model}: expected a folder with model.json and model.safetensors (written by `med-k2n train`)")
     m = _load_model(model, device='cpu')
-    res = synthesize_to(paths if case is None else case, targets, m, out, inputs=names, subject=subject, accept=accept,
+    res = synthesize_to(paths if case is None else case, targets, m, out, inputs=names, subject=subject, layout=layout, accept=accept,
                         intensity=intensity, background=background, device=device, bs=bs, resample=resample, progress=True)
     p = res['paths']
     print(f"{res['subject']}: {', '.join(res['inputs'])} -> {', '.join(res['targets'])} on {res['device']}, "
@@ -383,5 +715,5 @@ def synth_cmd(model:str=None, # model folder written by `med-k2n train` (model.j
         sc = f", predicted SSIM {res['scores'][t]:.3f}" if res['scores'] else ''
         print(f"  {t}: fusion weights {w}{sc}")
     print(f"wrote to {Path(out)}:")
-    for f in _all_paths(p): print(f"  {f.name}")
+    for f in _all_paths(p): print(f"  {f.relative_to(Path(out).expanduser())}")
     return 0

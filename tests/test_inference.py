@@ -124,3 +124,20 @@ def test_baseline(setup):
     r = synthesize({'t1n': f['t1n'], 't2f': f['t2f']}, 't1c', UNetBaseline(size=32, base=8), progress=False)
     assert r['quality'] == {} and r['weights'] == {'t1c': {'t1n': 0.5, 't2f': 0.5}}
     assert r['images']['t1c'].shape == SHAPE
+
+
+def test_label_map_input_refused_and_brasyn_layout(setup, tmp_path):
+    f, model = setup['files'], setup['model']
+    lab = tmp_path/'case_t2w.nii.gz'
+    nib.save(nib.Nifti1Image((head() > 150).astype(np.uint8) * 2, oblique_affine()), lab)   # a mask saved under a modality's name
+    with pytest.raises(ValueError, match=r'case_t2w.nii.gz holds only the values 0, 2: it looks like a segmentation'):
+        synthesize({'t1n': f['t1n'], 't2w': lab}, 't1c', model, progress=False)
+    out = tmp_path/'b'
+    synthesize_to({'t1n': f['t1n'], 't2f': f['t2f']}, 't1c', model, out, layout='brasyn', progress=False)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob('*') if p.is_file()) == ['.synth-records/case.json', 'case-t1c.nii.gz']
+    img = nib.load(out/'case-t1c.nii.gz')
+    np.testing.assert_allclose(img.affine, nib.load(f['t1n']).affine)
+    assert img.get_fdata().max() > 1.5   # on the t1n's intensity scale, not [0, 1]
+    with pytest.raises(ValueError, match='BraSyn layout'):
+        synthesize_to({'t1n': f['t1n']}, 't1c', model, tmp_path/'c', layout='brasyn', intensity='unit', progress=False)
+    assert not (tmp_path/'c').exists()
