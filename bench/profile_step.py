@@ -24,7 +24,7 @@ from med_k2n.registry import create_model
 from med_k2n.batch import K2NBatch
 
 from med_k2n.losses import K2NLoss
-from med_k2n.learner import draw_tasks
+from med_k2n.tasks import draw_tasks
 
 MODELS = ('med', 'b0', 'unet')
 

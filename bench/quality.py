@@ -130,7 +130,8 @@ def probe_speed(a, cache, arch, ablation, fusion=None):
     when the curriculum is off).
     Later stages have more targets per sample and cost more, so a probe on the first stage or on one loss
     term alone would underestimate the run (the first version of this probe did, by about 2x)."""
-    from med_k2n.learner import k2n_learner, draw_tasks, TaskSampler
+    from med_k2n.learner import k2n_learner
+    from med_k2n.tasks import draw_tasks, TaskSampler
     from med_k2n.batch import K2NBatch
     from med_k2n.data import k2n_dataloaders
     from med_k2n.core import CURRICULUM_STAGES, CURRICULUM_FRACTIONS

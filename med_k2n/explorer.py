@@ -93,7 +93,7 @@ class ModalityExplorer:
         from med_k2n.inference import model_preprocessing, preprocess_inputs, _device
         from med_k2n.data import to_slices
         if isinstance(model, (str, os.PathLike)):
-            from med_k2n.learner import load_model
+            from med_k2n.registry import load_model
             model = load_model(model)
         if accept not in ('quality', 'all'): raise ValueError(f"accept must be 'quality' or 'all', got {accept!r}")
         pp = model_preprocessing(model)

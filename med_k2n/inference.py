@@ -31,12 +31,12 @@ __all__ = ['INTENSITIES', 'BACKGROUNDS', 'OUT_LAYOUTS', 'SYNTH_RECORDS', 'SYNTH_
 # %% ../nbs/30_inference.ipynb #962f5e9f
 def __getattr__(name):
     if name == 'load_model':
-        from med_k2n.learner import load_model
+        from med_k2n.registry import load_model
         return load_model
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 def _load_model(path, **kwargs):
-    from med_k2n.learner import load_model
+    from med_k2n.registry import load_model
     return load_model(path, **kwargs)
 
 # %% ../nbs/30_inference.ipynb #09621a5b
@@ -203,6 +203,7 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
     import torch
     from fastprogress.fastprogress import progress_bar
     from med_k2n.data import from_slices
+    from med_k2n.batch import predict_slices
     t0 = time.time()
     if isinstance(model, (str, os.PathLike)): model = _load_model(model)
     if accept not in ('quality', 'all'): raise ValueError(f"accept must be 'quality' or 'all', got {accept!r}")
@@ -230,13 +231,11 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
     img = np.zeros((len(ts), Z, S, S), np.float32)
     qual = np.zeros_like(img) if has_q else None
     wsum, asum, ssum = np.zeros((M, M)), np.zeros((M, M)), np.zeros(M)
-    batches = [zs[i:i + int(bs)] for i in range(0, len(zs), int(bs))]
+    loop = predict_slices(model, x[:, zs].transpose(1, 0, 2, 3), imask, tmask, int(bs), accept)   # the slices with any brain, [Z', M, S, S]
     try:
-        with torch.no_grad(), _autocast(dev):
-            for b in (progress_bar(batches, leave=False) if progress and batches else batches):
-                xb = torch.from_numpy(np.ascontiguousarray(x[:, b].transpose(1, 0, 2, 3))).to(dev)
-                n = len(b)
-                out = model(xb, imask.expand(n, M), tmask.expand(n, M), accept=accept)
+        with _autocast(dev):
+            for a, e, out in (progress_bar(loop, total=-(-len(zs) // int(bs)), leave=False) if progress and len(zs) else loop):
+                b = zs[a:e]
                 img[:, b] = out.images[:, tix].float().clamp(0, 1).cpu().numpy().transpose(1, 0, 2, 3)
                 if has_q: qual[:, b] = out.quality[:, tix].float().clamp(min=0).cpu().numpy().transpose(1, 0, 2, 3)
                 wsum += out.weights.float().sum(0).cpu().numpy()

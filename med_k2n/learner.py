@@ -25,99 +25,19 @@ from torch.amp import GradScaler
 import fastai.callback.schedule  # Learner.fit_one_cycle
 from fastai.callback.progress import CSVLogger
 from fastai.optimizer import Adam
-from .core import modality_set, sample_task, curriculum_stage, CURRICULUM_FRACTIONS
+from .core import modality_set
+from .tasks import task_seed, draw_tasks, TaskSampler, InputCorruption
 from .losses import K2NLoss
 from .metrics import k2n_metrics, PairMetric
 from .io import atomic_path
-from .data import corrupt_slices, CORRUPTIONS
 from .batch import K2NOutput, K2NBatch
 from .registry import create_model, model_name, save_model, load_model, read_model_json
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'DEFAULT_LR', 'AMP_MODES', 'DIST_TIMEOUT_S', 'task_seed', 'draw_tasks', 'TaskSampler', 'InputCorruption',
-           'unwrap_model', 'CheckpointCallback', 'RunningStats', 'QualityCalibration', 'HistoryLogger', 'build_model',
-           'K2NMixedPrecision', 'k2n_learner', 'world_size', 'get_rank', 'setup_distributed', 'teardown_distributed',
-           'rank_first', 'K2NDistributedDL', 'K2NDistributedTrainer', 'distrib_ctx', 'train', 'train_cmd']
-
-# %% ../nbs/22_learner.ipynb #5423a238
-def task_seed(seed:int, epoch:int, batch:int, rank:int=0, train:bool=True) -> int:
-    "A seed for one batch's task draws, distinct per run seed, epoch, batch, process rank and split"
-    return seed*1_000_003 + (epoch+1)*100_003 + (batch+1)*97 + (rank+7) + (0 if train else 7_919)
-
-def draw_tasks(present:torch.Tensor, modalities:tuple, rng:random.Random, stage=None) -> tuple:
-    "Boolean `(inputs, targets)` masks `[B, M]`: one task per sample among its present modalities"
-    inputs, targets = torch.zeros_like(present, dtype=torch.bool), torch.zeros_like(present, dtype=torch.bool)
-    for b, row in enumerate(present.bool().tolist()):
-        have = [m for m, p in zip(modalities, row) if p]
-        t = sample_task(have, rng, stage)
-        ins, tgs = t.masks(modalities)
-        inputs[b], targets[b] = torch.tensor(ins), torch.tensor(tgs)
-    return inputs, targets
-
-class TaskSampler(Callback):
-    "Draws, per sample and batch, a K→N task among the present modalities, following the curriculum in training"
-    order = 9.1   # after fastai's CastToTensor (9), which would turn the named `K2NBatch` into a plain tuple
-    def __init__(self, modalities, curriculum:bool=True, fractions=CURRICULUM_FRACTIONS, seed:int=0, rank:int|None=None):
-        self.modalities, self.curriculum, self.fractions, self.seed = modality_set(modalities), curriculum, fractions, seed
-        self._rank = rank
-    @property
-    def rank(self) -> int:
-        "This process's rank: the one given, else the launcher's `RANK` (read when asked, so inside `distrib_ctx` it is the real one)"
-        return int(os.environ.get('RANK', 0)) if self._rank is None else self._rank
-    def stage(self):
-        "The curriculum stage now (None: all tasks)"
-        return curriculum_stage(self.learn.pct_train, self.fractions) if self.training and self.curriculum else None
-    def before_batch(self):
-        "Draw a K→N task per sample (curriculum stage from the training progress) and set the batch's input and target masks"
-        x, present, mask = self.learn.xb[:3]
-        epoch = self.epoch if self.training else 0
-        rng = random.Random(task_seed(self.seed, epoch, self.iter, self.rank, self.training))
-        inputs, targets = draw_tasks(present.cpu(), self.modalities, rng, self.stage())
-        inputs, targets = inputs.to(x.device), targets.to(x.device)
-        self.learn.xb = (x, inputs, targets)
-        self.learn.yb = (K2NBatch(x=x, inputs=inputs, targets=targets, mask=mask, present=present),)
-
-# %% ../nbs/22_learner.ipynb #de578712
-class InputCorruption(Callback):
-    "In training, one input of a sample becomes a noisy, ghosted or pure-noise copy with probability `p` (≥ 2 inputs) or `p_single` (one input); targets stay clean"
-    order = 9.2   # after TaskSampler
-    def __init__(self, p:float=0.2, p_single:float|None=None, kinds=('noise', 'ghost', 'pure_noise'), noise=(0.05, 0.3), ghost=(0.02, 0.08), seed:int=0):
-        p_single = p if p_single is None else p_single
-        for v in (p, p_single):
-            if not 0 <= v <= 1: raise ValueError(f"the input-corruption probability (--corrupt) must be in [0, 1], got {v}")
-        bad = [k for k in kinds if k not in CORRUPTIONS]
-        if bad: raise ValueError(f"InputCorruption: unknown kinds {bad}: use {', '.join(map(repr, CORRUPTIONS))}")
-        self.p, self.p_single, self.kinds, self.ranges, self.seed = p, p_single, tuple(kinds), dict(noise=noise, pure_noise=noise, ghost=ghost), seed
-        self.corrupted = None   # [B, M] bool: the inputs corrupted in the last training batch
-        self.no_signal = None   # [B, M] bool: those of them replaced by pure noise (nothing of the slice left)
-    def draw(self, inputs:torch.Tensor, rng:random.Random) -> list:
-        "`(sample, modality, kind, strength, seed)` for each input to corrupt in a batch with input mask `inputs` [B, M]"
-        res = []
-        for b, row in enumerate(inputs.bool().tolist()):
-            have = [m for m, v in enumerate(row) if v]
-            if rng.random() >= (self.p if len(have) > 1 else self.p_single): continue
-            kind = rng.choice(self.kinds)
-            res.append((b, rng.choice(have), kind, rng.uniform(*self.ranges[kind]), rng.randrange(2**31)))
-        return res
-    def before_batch(self):
-        "Replace the drawn inputs of this training batch by corrupted copies (the targets in `yb` keep the clean slices)"
-        self.corrupted = self.no_signal = None
-        if not self.training or not (self.p or self.p_single): return
-        x, inputs, targets = self.learn.xb[:3]
-        rank = int(os.environ.get('RANK', 0) or 0)
-        rng = random.Random(task_seed(self.seed, self.epoch, self.iter, rank) ^ 0x5EED)
-        todo = self.draw(inputs.cpu(), rng)
-        self.corrupted = torch.zeros_like(inputs, dtype=torch.bool)
-        self.no_signal = torch.zeros_like(self.corrupted)
-        if todo:
-            x = x.clone()
-            for b, m, kind, strength, s in todo:
-                x[b, m] = corrupt_slices(x[b, m][None], kind, s, strength)[0].to(x)
-                self.corrupted[b, m] = True
-                self.no_signal[b, m] = kind == 'pure_noise'
-            self.learn.xb = (x, inputs, targets)
-        frames = torch.where(inputs.bool(), self.corrupted.long() + self.no_signal.long(), torch.full_like(inputs, -1, dtype=torch.long))
-        self.learn.yb = (self.learn.yb[0]._replace(frames=frames),)
+__all__ = ['ABLATIONS', 'DEFAULT_LR', 'AMP_MODES', 'DIST_TIMEOUT_S', 'unwrap_model', 'CheckpointCallback', 'RunningStats',
+           'QualityCalibration', 'HistoryLogger', 'build_model', 'K2NMixedPrecision', 'k2n_learner', 'world_size',
+           'get_rank', 'setup_distributed', 'teardown_distributed', 'rank_first', 'K2NDistributedDL',
+           'K2NDistributedTrainer', 'distrib_ctx', 'train', 'train_cmd']
 
 # %% ../nbs/22_learner.ipynb #c576ac1f
 def unwrap_model(model:nn.Module) -> nn.Module:

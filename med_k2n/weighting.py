@@ -192,7 +192,7 @@ class FusionWeighting(nn.Module):
         "The state after one step of the weighted mean: `proj` enters with weight `frame_weight(W)` next to the weight `total` already in `S`"
         return S + W / (W + total * (1 - W)) * (proj - S)
 
-# %% ../nbs/13_weighting.ipynb #cd9aff24
+# %% ../nbs/13_weighting.ipynb #d6706736
 class FusionPolicy:
     "How the fusion sequence treats its frames under an ablation mode: B0 averages them alike, B1–B3 weigh, order and gate them by quality and trust"
     def __init__(self, mode:str='B3'): self.mode = fusion_mode(mode); self.average = self.mode == 'B0'

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from med_k2n.cli import COMMANDS, run_command
-from med_k2n.learner import save_model
+from med_k2n.registry import save_model
 from med_k2n.model import MedK2N
 
 SHAPE = (24, 20, 6)

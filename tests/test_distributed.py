@@ -33,7 +33,8 @@ def fit_tiny(data, out, bs:int, order=None, epochs:int=2, seed:int=0):
     from med_k2n.data import k2n_dataloaders
     from med_k2n.batch import K2NBatch
     from med_k2n.learner import (setup_distributed, teardown_distributed, rank_first, get_rank, k2n_learner, distrib_ctx,
-                                 TaskSampler, draw_tasks, CheckpointCallback, unwrap_model)
+                                 CheckpointCallback, unwrap_model)
+    from med_k2n.tasks import TaskSampler, draw_tasks
 
     class PixelTasks(TaskSampler):
         "A 1→1 task per slice drawn from a hash of its pixels: the same whichever rank, batch or epoch the slice lands in"
@@ -122,7 +123,7 @@ def test_med_k2n_train_under_torchrun(phantom, tmp_path):
     assert len((out/'history.csv').read_text().strip().splitlines()) == 2
     caches = list((data/'.med_k2n_cache').glob('*/meta.json'))
     assert len(caches) == 1 and not list((data/'.med_k2n_cache').rglob('.tmp-*'))
-    from med_k2n.learner import load_model
+    from med_k2n.registry import load_model
     assert load_model(out).size == 32
 
 RANK_FIRST_SCRIPT = """

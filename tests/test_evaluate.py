@@ -7,7 +7,8 @@ from med_k2n.core import eval_patterns
 from med_k2n.data import prepare
 from med_k2n.phantom import write_phantom_dataset
 from med_k2n.model import MedK2N
-from med_k2n.learner import save_model, load_model, train
+from med_k2n.registry import save_model, load_model
+from med_k2n.learner import train
 from med_k2n.evaluate import evaluate, wilcoxon, table_markdown, robustness, pattern_scores
 
 @pytest.fixture(scope='module')

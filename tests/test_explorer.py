@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from med_k2n.explorer import ModalityExplorer, explorer_case
-from med_k2n.learner import save_model
+from med_k2n.registry import save_model
 from med_k2n.model import MedK2N
 from med_k2n.phantom import make_phantom, write_phantom_dataset
 

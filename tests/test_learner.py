@@ -34,7 +34,7 @@ def test_train_writes_checkpoint_and_resumes(phantom, tmp_path):
     assert len((out/'history.csv').read_text().strip().splitlines()) == 3   # header + 2 epochs
 
 def test_train_medk2n_one_epoch(phantom, tmp_path):
-    from med_k2n.learner import load_model
+    from med_k2n.registry import load_model
     r = med_k2n('train', '--data', str(phantom), '--out', str(tmp_path/'m'), '--size', '32', '--epochs', '1', '--bs', '4', '--corrupt', '0.5')
     assert r.returncode == 0, r.stderr
     m = load_model(tmp_path/'m')
