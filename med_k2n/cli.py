@@ -79,3 +79,6 @@ def main(argv:list|None=None) -> int:
     if argv[0] == '--version':
         from med_k2n import __version__; print(f"med-k2n {__version__}"); return 0
     return run_command(argv[0], argv[1:])  # the console script wrapper passes it to sys.exit
+
+# %% ../nbs/90_cli.ipynb #7b289ba7
+if __name__ == '__main__': sys.exit(main())

@@ -13,6 +13,8 @@ for i, c in enumerate(nb.cells):
     src = c.source
     first = src.lstrip().split('\n', 1)[0]
     if first.startswith('#|') and any(f in first.split() for f in ('cuda', 'notest')): continue
+    directives = [l.replace(' ', '') for l in src.lstrip().split('\n') if l.startswith('#|')]
+    if '#|eval:false' in directives: continue   # nbdev's: exported, never run
     if skip and src.lstrip().startswith('#| slow'): continue
     t = time.time()
     sh.cell(c)
