@@ -26,7 +26,7 @@ def main(argv=None):
         print(f"\n### {a.model}, {metric}: after (`{a.after}`) vs before (`{a.before}`)\n")
         print("| pattern | before | after | after − before | p |\n|---|---|---|---|---|")
         for _, r in w.iterrows():
-            print(f"| {r.available} | {r.mean_b:.2f} | {r.mean_a:.2f} | {r.diff:+.2f} | {r.p:.3g} |")
+            print(f"| {r['available']} | {r['mean_b']:.2f} | {r['mean_a']:.2f} | {r['diff']:+.2f} | {r['p']:.3g} |")
     print("\n| run | train s | slices/s | steps |\n|---|---|---|---|")
     for d in (a.before, a.after):
         f = Path(d)/'runs.json'
