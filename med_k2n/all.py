@@ -33,6 +33,7 @@ from .learner import *
 from .evaluate import *
 from .brasyn import *
 from .segment import *
+from .brasyn_eval import *
 from .inference import *
 from .demo import *
 from .explorer import *
@@ -40,9 +41,9 @@ from .explorer import *
 # %% ../nbs/99_all.ipynb #5d166a5e
 import med_k2n.core, med_k2n.io, med_k2n.phantom, med_k2n.data, med_k2n.batch, med_k2n.registry, med_k2n.tasks, med_k2n.encoder, med_k2n.multiscale, med_k2n.memory
 import med_k2n.weighting, med_k2n.heads, med_k2n.quality, med_k2n.model, med_k2n.vlm, med_k2n.cmim, med_k2n.baseline
-import med_k2n.losses, med_k2n.metrics, med_k2n.learner, med_k2n.evaluate, med_k2n.brasyn, med_k2n.segment, med_k2n.inference, med_k2n.demo, med_k2n.explorer
+import med_k2n.losses, med_k2n.metrics, med_k2n.learner, med_k2n.evaluate, med_k2n.brasyn, med_k2n.segment, med_k2n.brasyn_eval, med_k2n.inference, med_k2n.demo, med_k2n.explorer
 __all__ = sorted({n for _m in (med_k2n.core, med_k2n.io, med_k2n.phantom, med_k2n.data, med_k2n.batch, med_k2n.registry, med_k2n.tasks, med_k2n.encoder,
                                med_k2n.multiscale, med_k2n.memory, med_k2n.weighting, med_k2n.heads, med_k2n.quality, med_k2n.model,
                                med_k2n.vlm, med_k2n.cmim, med_k2n.baseline, med_k2n.losses, med_k2n.metrics,
-                               med_k2n.learner, med_k2n.evaluate, med_k2n.brasyn, med_k2n.segment, med_k2n.inference, med_k2n.demo,
+                               med_k2n.learner, med_k2n.evaluate, med_k2n.brasyn, med_k2n.segment, med_k2n.brasyn_eval, med_k2n.inference, med_k2n.demo,
                                med_k2n.explorer) for n in _m.__all__})

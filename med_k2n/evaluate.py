@@ -457,9 +457,13 @@ def robustness_markdown(results:dict) -> str:
 # %% ../nbs/23_evaluate.ipynb #ce2acfc5
 def eval_cmd(model:str=None, # checkpoint folder of the model to evaluate (from `med-k2n train`); required
              data:str=None, # dataset or slice-cache folder (default: the model's training cache, its test split)
-             out:str=None, # output folder for results.csv, table.md and grid.png; required
+             out:str=None, # output folder for results.csv, table.md and grid.png (brasyn: brasyn_results.csv, brasyn_dice.csv, brasyn_report.md and a folder of synthesised volumes per model); required
              baseline:Annotated[str, dict(action='append')]=None, # checkpoint folder of a baseline (repeatable)
              split:str='test', # test, valid, or all (a dataset the model never saw)
+             protocol:str='table1', # table1: every K→N pattern, scored on slices (the paper's Table 1); brasyn: one sequence missing per subject, the completed volumes scored as BraTS BraSyn does
+             segmenter:str=None, # brasyn: folder of a tumour segmenter (`med-k2n train-seg`) for the Dice of the real, completed and zero-filled sets; default: no Dice
+             segmenter_cmd:str=None, # brasyn: instead of --segmenter, an external segmenter command with {in} and {out}, e.g. "nnUNetv2_predict -i {in} -o {out} -d 1 -c 3d_fullres"
+             seed:int=0, # brasyn: seed of the balanced choice of the missing sequence of each subject
              vlm:str=None, # folder of a pretrained modality CLIP for identity accuracy
              bs:int=16, # slices per forward pass
              corrupt:str=None, # also run the robustness test with this input modality corrupted (e.g. t2w)
@@ -467,9 +471,21 @@ def eval_cmd(model:str=None, # checkpoint folder of the model to evaluate (from 
              figure:bool=True, # write grid.png (Fig. 4 layout)
              max_slices:int=None, # at most this many evenly spaced slices per subject (quick checks); default: all
              progress:bool=True): # progress bars
-    "Evaluate a model (and baselines) on every K→N pattern: results.csv, table.md and a figure grid"
+    "Evaluate a model (and baselines) on every K→N pattern (results.csv, table.md, a figure grid) or by the BraSyn protocol (--protocol brasyn)"
     if model is None: raise ValueError("give the model with --model DIR (a folder written by `med-k2n train`)")
     if out is None: raise ValueError("give the output folder with --out DIR")
+    if protocol not in ('table1', 'brasyn'):
+        raise ValueError(f"--protocol {protocol!r}: use table1 (every K→N pattern, the paper's Table 1) or brasyn (one sequence missing "
+                         f"per subject, scored as the BraTS BraSyn challenge does)")
+    if protocol == 'table1' and (segmenter is not None or segmenter_cmd is not None):
+        raise ValueError("--segmenter and --segmenter-cmd score the completed sets of the BraSyn protocol: add --protocol brasyn")
+    if protocol == 'brasyn':
+        other = [o for o, v in (('--vlm', vlm), ('--corrupt', corrupt), ('--max-slices', max_slices)) if v is not None]
+        if other: raise ValueError(f"{', '.join(other)} belong{'s' if len(other) == 1 else ''} to --protocol table1 (slices); "
+                                   f"the BraSyn protocol scores whole volumes: drop {'it' if len(other) == 1 else 'them'}")
+        if segmenter is not None and segmenter_cmd is not None: raise ValueError("give either --segmenter DIR or --segmenter-cmd CMD, not both")
+        if segmenter is not None and not Path(segmenter).exists():
+            raise FileNotFoundError(f"no segmenter at {segmenter}: train one with `med-k2n train-seg --data DIR --out {segmenter}`")
     out = Path(out)
     for p in [model] + list(baseline or []):
         if Path(p).resolve() == out.resolve(): raise ValueError(f"--out {out} is the checkpoint folder {p}: choose another folder")
@@ -482,6 +498,12 @@ def eval_cmd(model:str=None, # checkpoint folder of the model to evaluate (from 
         while n in models: n += "'"
         models[n] = m
     ours = next(iter(models))
+    if protocol == 'brasyn':
+        from med_k2n.brasyn_eval import evaluate_brasyn
+        ev = evaluate_brasyn(models, data=data, out=out, split=split, seed=seed, segmenter=segmenter, segmenter_cmd=segmenter_cmd,
+                             bs=bs, progress=progress)
+        print(ev.summary())
+        return 1 if ev.failures else 0
     results, t0 = {}, time.time()
     for n, m in models.items():
         results[n] = evaluate(m, data=data, split=split, bs=bs, vlm=vlm, progress=progress, name=n, max_slices=max_slices)
