@@ -33,7 +33,7 @@ SUMMARIES = {  # one line each for `med-k2n --help`, which imports nothing heavy
     'train': 'train one model for every K->N task (Med-K2N, ablations or the U-Net baseline)',
     'train-seg': 'train the tumour segmenter (2-D U-Net, BraTS labels) that the BraSyn Dice scores use',
     'synth': 'synthesise missing modalities of a subject: NIfTI in, NIfTI out',
-    'eval': "score a model on every K->N pattern (the paper's Table 1), with baselines and Wilcoxon tests",
+    'eval': "score a model on every K->N pattern (the paper's Table 1), or on completed volumes (--protocol brasyn), with baselines and Wilcoxon tests",
     'demo': 'phantom -> short training -> synthesis of a held-out subject, with a figure and metrics',
 }
 
