@@ -1,6 +1,7 @@
 """From the fused stride-4 state of each (sample, target) pair to full-size candidate images: a shared
 decoder conditioned on the target by FiLM at every stage, with skips of all frames combined by the fusion
-weights, then `K_head = 2` structurally different heads per target (the paper's TaskHeadNet, Eqs. 8–9).
+weights, then `K_head = 2` structurally different light heads per target on the decoder's full-size
+feature (the paper's TaskHeadNet, Eqs. 8–9), run for every pair at once.
 
 Docs: https://med-k2n.github.io/med_k2n/heads.html.md"""
 
@@ -8,13 +9,14 @@ Docs: https://med-k2n.github.io/med_k2n/heads.html.md"""
 
 # %% ../nbs/14_heads.ipynb #d86fcd78
 from __future__ import annotations
+import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['HEAD_KINDS', 'FiLMBlock', 'ResDilated', 'make_head', 'TaskHeadNet', 'PixelSkip', 'ModalityProjection']
+__all__ = ['HEAD_KINDS', 'FiLMBlock', 'CandidateHeads', 'TaskHeadNet', 'PixelSkip', 'ModalityProjection']
 
 # %% ../nbs/14_heads.ipynb #9d22a643
 def _gn(c:int) -> nn.GroupNorm: return nn.GroupNorm(min(8, c), c)
@@ -34,27 +36,37 @@ class FiLMBlock(nn.Module):
         return F.gelu(self.n2(self.conv2(h)) + self.skip(x))
 
 # %% ../nbs/14_heads.ipynb #befa5d05
-class ResDilated(nn.Module):
-    "conv3×3 (dilated) → GN → GELU → conv3×3 → GN, plus the input, GELU"
-    def __init__(self, c:int, dilation:int):
+HEAD_KINDS = {'residual': 1, 'dilated': 2}   # candidate head kind → dilation of its 3×3 convolution
+
+class CandidateHeads(nn.Module):
+    "`k_head` light heads per target modality on the full-size feature f: GELU(f + conv3×3(f)) → 1×1 → sigmoid, all pairs at once"
+    def __init__(self, width:int, # channels of the feature f
+                 n_modalities:int=4, # targets that get their own heads
+                 k_head:int=2): # heads (candidates) per target, of kinds `HEAD_KINDS` in turn
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(c, c, 3, padding=dilation, dilation=dilation), _gn(c), nn.GELU(),
-                                  nn.Conv2d(c, c, 3, padding=1), _gn(c))
-    def forward(self, x):
-        "Residual dilated convolutions: GELU(x + body(x))"
-        return F.gelu(x + self.body(x))
+        self.kinds = tuple(list(HEAD_KINDS)[k % len(HEAD_KINDS)] for k in range(k_head))
+        self.weight = nn.Parameter(torch.empty(n_modalities, k_head, width, width, 3, 3))
+        self.bias = nn.Parameter(torch.zeros(n_modalities, k_head, width))
+        self.out_weight = nn.Parameter(torch.randn(n_modalities, k_head, width) / math.sqrt(width))
+        self.out_bias = nn.Parameter(torch.zeros(n_modalities, k_head))
+        for w in self.weight.view(-1, width, width, 3, 3): nn.init.kaiming_normal_(w, nonlinearity='relu')
 
-HEAD_KINDS = ('residual', 'dilated')
-
-def make_head(kind:str, cin:int, width:int) -> nn.Sequential:
-    "A generation head of `kind` ('residual' or 'dilated') from `cin` channels to one sigmoid channel"
-    if kind not in HEAD_KINDS: raise ValueError(f"unknown head kind {kind!r}: use one of {', '.join(map(repr, HEAD_KINDS))}")
-    dil = (1, 1) if kind == 'residual' else (2, 4)
-    return nn.Sequential(nn.Conv2d(cin, width, 1), *[ResDilated(width, d) for d in dil], nn.Conv2d(width, 1, 1), nn.Sigmoid())
+    def forward(self, f:Tensor, # [P,C,S,S] the decoder's full-size feature of each pair
+                tgt:Tensor): # [P] target modality of each pair
+        "Candidates [P,K,S,S] in (0, 1), head k of pair p the target `tgt[p]`'s k-th head"
+        P, C, H, W = f.shape
+        cands = []
+        for k, kind in enumerate(self.kinds):
+            d = HEAD_KINDS[kind]
+            h = F.conv2d(f.reshape(1, P * C, H, W), self.weight[tgt, k].reshape(P * C, C, 3, 3), self.bias[tgt, k].reshape(P * C),
+                         padding=d, dilation=d, groups=P)          # one group per pair: its own target's kernel
+            h = F.gelu(f + h.view(P, C, H, W).to(f.dtype))
+            cands.append(torch.einsum('pchw,pc->phw', h, self.out_weight[tgt, k].to(h.dtype)) + self.out_bias[tgt, k, None, None].to(h.dtype))
+        return torch.sigmoid(torch.stack(cands, 1))
 
 # %% ../nbs/14_heads.ipynb #87c59a7b
 class TaskHeadNet(nn.Module):
-    "Shared FiLM decoder from the stride-4 state to full size, then `k_head` target-specific heads → candidates [P,K,S,S]"
+    "Shared FiLM decoder from the stride-4 state to full size, then `k_head` light target-specific heads → candidates [P,K,S,S]"
     def __init__(self,
                  dim:int, # channels C of the fused state
                  c4:int, # channels of the stride-4 skip
@@ -70,8 +82,7 @@ class TaskHeadNet(nn.Module):
         self.stage4 = FiLMBlock(dim + c4, w4, d)
         self.stage2 = FiLMBlock(w4 + c2, w2, d)
         self.stage1 = FiLMBlock(w2 + c1, w1, d)
-        self.heads = nn.ModuleList([nn.ModuleList([make_head(HEAD_KINDS[k % len(HEAD_KINDS)], w1, w1) for k in range(k_head)])
-                                    for _ in range(n_modalities)])
+        self.heads = CandidateHeads(w1, n_modalities, k_head)
 
     def decode(self, S:Tensor, skip4:Tensor, skip2:Tensor, c_task:Tensor, skip1:Tensor|None=None) -> Tensor:
         "The shared full-size feature `f_shared` [P, w1, 4h, 4w]"
@@ -86,12 +97,7 @@ class TaskHeadNet(nn.Module):
     def forward(self, S:Tensor, skip4:Tensor, skip2:Tensor, c_task:Tensor, tgt:Tensor, skip1:Tensor|None=None):
         "`(candidates [P,K,S,S], f_shared [P,w1,S,S])`"
         f = self.decode(S, skip4, skip2, c_task, skip1)
-        P, _, H, W = f.shape
-        cands = f.new_zeros(P, self.k_head, H, W)
-        for j in tgt.unique().tolist():
-            idx = (tgt == j).nonzero(as_tuple=True)[0]
-            cands[idx] = torch.cat([h(f[idx]) for h in self.heads[j]], 1).to(cands.dtype)   # CUDA autocast: f is float32 after GroupNorm, a head's conv gives bfloat16
-        return cands, f
+        return self.heads(f, tgt).to(f.dtype), f   # CUDA autocast: f is float32 after GroupNorm, the heads' convolutions give bfloat16
 
 # %% ../nbs/14_heads.ipynb #67eaf376
 class PixelSkip(nn.Module):

@@ -31,7 +31,7 @@ __all__ = ['PARTS', 'MEDK2N_PRESETS', 'part_options', 'Frames', 'Pairs', 'Fusion
 # %% ../nbs/16_model.ipynb #2d8a072f
 PARTS = dict(   # the options of each part and their defaults
     encoder=dict(stem_channels=16, pretrained_path=None, lora=None, lora_rank=16, lora_alpha=32),  # FrameEncoder: stem width, local backbone weights (frozen + LoRA)
-    mamba=dict(d_state=8, expand=1, d_conv=4),              # the spiral mixer's Mamba blocks
+    mamba=dict(d_state=8, expand=1, d_conv=4, headdim=16),  # the spiral mixer's Mamba-2 blocks
     memory=dict(mem_dim=32, heads=4, layers=1, pool=4, slots=16),  # memory width, attention heads and layers, token pooling (stride 4·pool), task memory slots
     decoder=dict(widths=None, pixel_channels=16))           # decoder widths at strides 4, 2, 1 (None: C, C/2, C/4) and full-resolution skip channels
 
@@ -51,9 +51,9 @@ def _preset(p:str) -> dict:
     v = PRESETS[p]
     return dict(backbone=v['backbone'], size=v['size'], dim=v['dim'], wdim=64 if p == 'cpu' else 128, k_head=2, mixer=v['mixer'],
                 encoder=part_options('encoder', dict(stem_channels=v['stem_channels'])),
-                mamba=part_options('mamba', dict(d_state=v['d_state'], expand=v['expand'])),
+                mamba=part_options('mamba', dict(d_state=v['d_state'], expand=v['expand'], headdim=16 if p == 'cpu' else 64)),
                 memory=part_options('memory', dict(mem_dim=v['mem_dim'], heads=v['mem_heads'], layers=v['mem_layers'], pool=2 if p == 'cpu' else 4)),
-                decoder=part_options('decoder', dict(widths=[64, 32, 24] if p == 'cpu' else None)))
+                decoder=part_options('decoder', dict(widths=[64, 32, 16] if p == 'cpu' else [128, 64, 16])))
 
 MEDK2N_PRESETS = {p: _preset(p) for p in PRESETS}
 

@@ -1,7 +1,8 @@
-"""Merges the encoder's four levels (strides 4–32) into one stride-4 map of width C with an FPN, then mixes
-it globally with two Mamba blocks running over a Fermat-spiral scan of the map, one forwards (centre →
-periphery) and one backwards. mamba_ssm kernels on CUDA where installed, the pure-PyTorch mambapy
-elsewhere; `mixer="none"` switches the mixer off for ablations.
+"""Merges the encoder's four levels (strides 4–32) into one stride-4 map of width C with an FPN whose
+stride-8 level is mixed globally by two Mamba blocks running over a Fermat-spiral scan of the map, one
+forwards (centre → periphery) and one backwards. The selective scan runs in its chunked matrix (SSD) form:
+mamba_ssm's fused kernel on CUDA where it is installed, the same computation in plain PyTorch elsewhere;
+`mixer="none"` switches the mixer off for ablations.
 
 Docs: https://med-k2n.github.io/med_k2n/multiscale.html.md"""
 
@@ -15,7 +16,8 @@ import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['fermat_spiral_order', 'inverse_order', 'has_mamba_ssm', 'SeqMamba', 'ResBlock', 'BiSpiralMamba', 'MultiScaleNet']
+__all__ = ['fermat_spiral_order', 'inverse_order', 'ssd_scan', 'ssd_recurrence', 'has_mamba_ssm', 'SeqMamba', 'ResBlock',
+           'BiSpiralMamba', 'MultiScaleNet']
 
 # %% ../nbs/11_multiscale.ipynb #bfef925a
 @functools.lru_cache(maxsize=None)
@@ -50,36 +52,99 @@ def inverse_order(order:Tensor) -> Tensor:
     return inv
 
 # %% ../nbs/11_multiscale.ipynb #87b4fac7
+def _segsum(a:Tensor) -> Tensor:
+    "[..., T] → [..., T, T]: entry (i, j) is a[j+1] + … + a[i] for i ≥ j, −inf above the diagonal"
+    T = a.shape[-1]
+    c = a.cumsum(-1)
+    return (c[..., :, None] - c[..., None, :]).masked_fill(~torch.ones(T, T, dtype=torch.bool, device=a.device).tril(), float('-inf'))
+
+def ssd_scan(x:Tensor, # [b, L, h, P] inputs: h heads of P channels
+             dt:Tensor, # [b, L, h] step sizes Δ (after softplus, > 0)
+             A:Tensor, # [h] decay rates (< 0)
+             B:Tensor, # [b, L, N] input projections to the state (shared by the heads)
+             C:Tensor, # [b, L, N] output projections from the state
+             chunk:int=64, # chunk length T
+            ) -> Tensor:
+    "The selective scan s_t = exp(Δ_t A) s_{t-1} + Δ_t x_t B_tᵀ, y_t = s_t C_t in chunked matrix form, computed in float32: y [b, L, h, P]"
+    dtype = x.dtype
+    x, dt, A, B, C = (t.float() for t in (x, dt, A, B, C))
+    b, L, h, P = x.shape
+    T = min(int(chunk), L); pad = (-L) % T
+    if pad: x, dt, B, C = (F.pad(t, (0, 0) * (t.ndim - 2) + (0, pad)) for t in (x, dt, B, C))   # Δ = 0: the padding changes nothing before it
+    c = (L + pad) // T
+    x, dt, B, C = x.view(b, c, T, h, P), dt.view(b, c, T, h), B.view(b, c, T, -1), C.view(b, c, T, -1)
+    dA = (dt * A).permute(0, 3, 1, 2)                              # [b,h,c,T] log-decay of each step
+    cum = dA.cumsum(-1)
+    xdt = x * dt[..., None]                                        # [b,c,T,h,P]
+    G = torch.einsum('bcin,bcjn->bcij', C, B)[:, None] * torch.exp(_segsum(dA))   # [b,h,c,T,T] within-chunk mixing
+    y = torch.einsum('bhcij,bcjhp->bcihp', G, xdt)
+    states = torch.einsum('bcjn,bhcj,bcjhp->bchpn', B, torch.exp(cum[..., -1:] - cum), xdt)   # the state each chunk leaves
+    states = torch.cat([torch.zeros_like(states[:, :1]), states], 1)
+    entering = torch.einsum('bhzc,bchpn->bzhpn', torch.exp(_segsum(F.pad(cum[..., -1], (1, 0)))), states)[:, :-1]   # ... and enters
+    y = y + torch.einsum('bcin,bchpn,bhci->bcihp', C, entering, torch.exp(cum))
+    return y.reshape(b, c * T, h, P)[:, :L].to(dtype)
+
+def ssd_recurrence(x:Tensor, dt:Tensor, A:Tensor, B:Tensor, C:Tensor) -> Tensor:
+    "The scan of `ssd_scan` step by step in float64: the reference (slow; for tests)"
+    x, dt, A, B, C = (t.double() for t in (x, dt, A, B, C))
+    s = x.new_zeros(*x.shape[:1], *x.shape[2:], B.shape[-1])      # [b,h,P,N]
+    ys = []
+    for t in range(x.shape[1]):
+        s = torch.exp(dt[:, t] * A)[..., None, None] * s + (dt[:, t, :, None] * x[:, t])[..., None] * B[:, t, None, None]
+        ys.append(torch.einsum('bhpn,bn->bhp', s, C[:, t]))
+    return torch.stack(ys, 1)
+
+# %% ../nbs/11_multiscale.ipynb #ab1c4c18
 @functools.lru_cache(maxsize=None)
-def _selective_scan_cuda():
-    "mamba_ssm's fused selective scan, or None when mamba_ssm is not installed"
-    try: from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
-    except ImportError: return None   # not installed (every CPU machine): mambapy is the path
+def _ssd_cuda():
+    "mamba_ssm's fused chunked scan (`mamba_chunk_scan_combined`), or None when mamba_ssm is not installed"
+    try: from mamba_ssm.ops.triton.ssd_combined import mamba_chunk_scan_combined
+    except ImportError: return None   # not installed (every CPU machine): `ssd_scan` is the path
     except Exception as e:            # installed but broken (e.g. built for another CUDA): say so, then fall back
-        warnings.warn(f"mamba_ssm is installed but cannot be used ({type(e).__name__}: {e}); falling back to mambapy, "
-                      "which is much slower on a GPU: reinstall mamba_ssm for this torch/CUDA")
+        warnings.warn(f"mamba_ssm is installed but cannot be used ({type(e).__name__}: {e}); falling back to the PyTorch "
+                      "chunked scan, which is slower on a GPU: reinstall mamba_ssm for this torch/CUDA")
         return None
-    return selective_scan_fn
+    return mamba_chunk_scan_combined
 
 def has_mamba_ssm() -> bool:
-    "Whether mamba_ssm's CUDA selective scan can be imported"
-    return _selective_scan_cuda() is not None
+    "Whether mamba_ssm's fused CUDA scan can be imported"
+    return _ssd_cuda() is not None
 
 class SeqMamba(nn.Module):
-    "One Mamba block over [B, L, C] sequences (mambapy weights; mamba_ssm's CUDA scan when available)"
-    def __init__(self, dim:int, d_state:int=16, d_conv:int=4, expand:int=2):
+    "One Mamba-2 block over [B, L, C] sequences: in-projection, causal depthwise conv, the chunked selective scan, gated RMSNorm, out-projection"
+    def __init__(self, dim:int, # channels C of the sequence
+                 d_state:int=16, # state size N
+                 d_conv:int=4, # width of the causal convolution
+                 expand:int=2, # inner width = expand·C
+                 headdim:int=16, # channels P per head (expand·C must be a multiple)
+                 chunk:int=64): # chunk length T of the scan
         super().__init__()
-        from mambapy.mamba import MambaBlock, MambaConfig
-        self.cfg = MambaConfig(d_model=dim, n_layers=1, d_state=d_state, d_conv=d_conv, expand_factor=expand, pscan=True)
-        self.block = MambaBlock(self.cfg)
+        di = expand * dim
+        if di % headdim: raise ValueError(f"SeqMamba: the inner width expand·dim = {di} must be a multiple of headdim {headdim}")
+        self.di, self.N, self.H, self.P, self.chunk = di, d_state, di // headdim, headdim, chunk
+        self.in_proj = nn.Linear(dim, 2 * di + 2 * d_state + self.H, bias=False)
+        cc = di + 2 * d_state
+        self.conv1d = nn.Conv1d(cc, cc, d_conv, groups=cc, padding=d_conv - 1)
+        dt = torch.exp(torch.rand(self.H) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))   # Δ log-uniform in [0.001, 0.1] at init
+        self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))    # softplus⁻¹(Δ)
+        self.A_log = nn.Parameter(torch.log(torch.empty(self.H).uniform_(1, 16)))
+        self.D = nn.Parameter(torch.ones(self.H))
+        self.norm = nn.RMSNorm(di, eps=1e-5)
+        self.out_proj = nn.Linear(di, dim, bias=False)
 
-    def forward(self, x:Tensor) -> Tensor:
-        "x [B, L, C] -> [B, L, C]"
-        fn = _selective_scan_cuda() if x.is_cuda else None
-        self.cfg.use_cuda = fn is not None
-        self.cfg.pscan = torch.is_grad_enabled()     # sequential scan without autograd: ~1.5x faster on CPU
-        if fn is not None: self.block.selective_scan_cuda = fn
-        return self.block(x)
+    def forward(self, u:Tensor) -> Tensor:
+        "u [B, L, C] -> [B, L, C]"
+        b, L, _ = u.shape
+        z, xBC, dt = self.in_proj(u).split([self.di, self.di + 2 * self.N, self.H], -1)
+        xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :L].transpose(1, 2))
+        x, Bm, Cm = xBC.split([self.di, self.N, self.N], -1)
+        dt, A = F.softplus(dt.float() + self.dt_bias), -torch.exp(self.A_log.float())
+        x = x.reshape(b, L, self.H, self.P)
+        fused = _ssd_cuda() if u.is_cuda else None
+        y = (fused(x.contiguous(), dt, A, Bm[:, :, None].contiguous(), Cm[:, :, None].contiguous(), self.chunk) if fused is not None
+             else ssd_scan(x, dt, A, Bm, Cm, self.chunk))
+        y = y + x * self.D[:, None].to(x.dtype)
+        return self.out_proj(self.norm((y.reshape(b, L, self.di) * F.silu(z)).float()))   # RMSNorm in float32 (under autocast too)
 
 # %% ../nbs/11_multiscale.ipynb #2c0193ae
 def _gn(c:int) -> nn.GroupNorm:
@@ -109,10 +174,11 @@ class BiSpiralMamba(nn.Module):
                  d_state:int=16, # Mamba state size
                  d_conv:int=4, # Mamba causal conv width
                  expand:int=2, # Mamba inner expansion
+                 headdim:int=16, # channels per Mamba head
                 ):
         super().__init__()
         self.norm_f, self.norm_b = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.mamba_f, self.mamba_b = SeqMamba(dim, d_state, d_conv, expand), SeqMamba(dim, d_state, d_conv, expand)
+        self.mamba_f, self.mamba_b = SeqMamba(dim, d_state, d_conv, expand, headdim), SeqMamba(dim, d_state, d_conv, expand, headdim)
         self.fuse = nn.Conv2d(2 * dim, dim, 1)
         self.res = ResBlock(dim)
         _kaiming(self.fuse)
@@ -134,13 +200,14 @@ def _cbr(cin:int, cout:int, k:int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, k, 1, k // 2), _gn(cout), nn.GELU())
 
 class MultiScaleNet(nn.Module):
-    "FPN over the encoder's stride 4-32 levels to one stride-4 map, then the bidirectional spiral Mamba mixer"
+    "FPN over the encoder's stride 4-32 levels to one stride-4 map, its stride-8 level mixed by the bidirectional spiral Mamba"
     def __init__(self, in_channels:list, # channels of the 4 encoder levels (strides 4, 8, 16, 32)
                  dim:int=64, # output width C
                  mixer:str='mamba', # 'mamba' (bidirectional Fermat-spiral Mamba) or 'none' (ablation)
                  d_state:int=16, # Mamba state size
                  d_conv:int=4, # Mamba conv width
                  expand:int=2, # Mamba expansion
+                 headdim:int=16, # channels per Mamba head
                 ):
         super().__init__()
         if len(in_channels) != 4: raise ValueError(f"MultiScaleNet needs the 4 encoder levels at strides 4-32, got {len(in_channels)} channel counts {in_channels}")
@@ -148,15 +215,15 @@ class MultiScaleNet(nn.Module):
         self.dim, self.mixer_kind = dim, mixer
         self.lateral = nn.ModuleList(_cbr(c, dim, 1) for c in in_channels)
         self.smooth = nn.ModuleList(_cbr(dim, dim, 3) for _ in in_channels[:-1])
-        self.out = _cbr(dim, dim, 3)
-        self.mixer = BiSpiralMamba(dim, d_state, d_conv, expand) if mixer == 'mamba' else nn.Identity()
-        _kaiming(self.lateral); _kaiming(self.smooth); _kaiming(self.out)
+        self.mixer = BiSpiralMamba(dim, d_state, d_conv, expand, headdim) if mixer == 'mamba' else nn.Identity()
+        _kaiming(self.lateral); _kaiming(self.smooth)
 
     def forward(self, feats:list) -> Tensor:
         "feats: the encoder's 4 levels [N, C_l, S/r, S/r], r = 4, 8, 16, 32 -> [N, dim, S/4, S/4]"
         if len(feats) != 4: raise ValueError(f"MultiScaleNet takes the 4 levels at strides 4-32 (not the stride-2 stem), got {len(feats)} maps")
         p = self.lateral[3](feats[3])
         for l in (2, 1, 0):
+            if l == 0: p = self.mixer(p)                               # global mixing of the stride-8 map
             lat = self.lateral[l](feats[l])
             p = self.smooth[l](lat + F.interpolate(p, size=lat.shape[-2:], mode='nearest'))
-        return self.mixer(self.out(p))
+        return p
