@@ -133,3 +133,21 @@ def test_resume_after_a_rank_is_killed(cohort, tmp_path):
     assert sum(st == 'done' for st in r.values()) == N - 1 - len(before) and r[BROKEN] == 'failed'
     assert {f.name: f.stat().st_mtime_ns for f in out.glob('*_synth.json') if f.name in before} == before, 'complete subjects redone'
     assert len(list(out.glob('*_synth.json'))) == N - 1 and not list(out.glob('.tmp-*'))
+
+
+def test_brasyn_eval_on_two_ranks_as_one_process(cohort):
+    "`med-k2n eval --protocol brasyn` under torchrun: the subjects split over two ranks, one table on rank 0, the scores of one process"
+    d = cohort[0]
+    held = d/'held'
+    write_phantom_dataset(held, subjects=5, size=32, depth=16, seed=1, progress=False, lesion=True)
+    cmd = ('eval', '--protocol', 'brasyn', '--model', d/'model', '--data', held, '--split', 'all', '--bs', 8, '--no-progress')
+    rc, so, se = cli(*cmd, '--out', d/'ev1')
+    assert rc == 0, se
+    two = subprocess.run(torchrun_cmd(*cmd, '--out', d/'ev2'), capture_output=True, text=True, env=ENV, timeout=300)
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    assert two.stdout.count('BraSyn: 5 of 5 subjects scored') == 1, two.stdout
+    r1, r2 = (pd.read_csv(d/e/'brasyn_results.csv') for e in ('ev1', 'ev2'))
+    assert len(r2) == 5 and list(r2.subject) == list(r1.subject) and list(r2.file) == list(r1.file)
+    for k in ('ssim_tumour', 'ssim_healthy', 'psnr', 'mse'): np.testing.assert_allclose(r2[k], r1[k], rtol=1e-4, err_msg=k)
+    assert (d/'ev2'/'brasyn_report.md').read_text().split('## Synthesis')[1] == (d/'ev1'/'brasyn_report.md').read_text().split('## Synthesis')[1]
+    assert sorted(p.name for p in (d/'ev2'/'model').iterdir()) == sorted(p.name for p in (d/'ev1'/'model').iterdir())
