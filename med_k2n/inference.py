@@ -188,11 +188,11 @@ def _autocast(dev):
     if dev.type == 'cuda' and torch.cuda.is_bf16_supported(): return torch.autocast('cuda', dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
-def _check_options(accept:str, background:str, intensity:str|None, bs:int):
+def _check_options(accept:str, background:str, intensity:str, bs:int):
     "`ValueError` for an option of `synthesize` out of its choices"
     if accept not in ('quality', 'all'): raise ValueError(f"accept must be 'quality' or 'all', got {accept!r}")
     if background not in BACKGROUNDS: raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
-    if intensity is not None and intensity not in INTENSITIES: raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}")
+    if intensity not in INTENSITIES: raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}")
     if int(bs) < 1: raise ValueError(f"bs={bs}: the batch size must be at least 1")
 
 # %% ../nbs/30_inference.ipynb #95f2f9c4
@@ -602,7 +602,7 @@ class CohortSummary:
                  f"in {self.seconds:.1f} s{procs}; outputs in {self.out} ({self.layout} layout, {self.intensity} intensities)"]
         if self.done:
             st = self.stage_seconds
-            lines.append(f"time in the subjects done: read {st['read_s']:.1f} s, preprocess {st['preprocess_s']:.1f} s, "
+            lines.append(f"time summed over the subjects done: read {st['read_s']:.1f} s, preprocess {st['preprocess_s']:.1f} s, "
                          f"model {st['model_s']:.1f} s, write {st['write_s']:.1f} s")
         if self.failed:
             lines += ["failed:"] + [f"  {s}: {r}" for s, r in self.failed.items()]

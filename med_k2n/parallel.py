@@ -15,8 +15,8 @@ from functools import partial
 from typing import Callable, Sequence
 
 # %% auto #0
-__all__ = ['FAILURES', 'dist_ready', 'rank_world', 'process_group', 'rank_device', 'shard', 'on_rank0', 'sync_errors',
-           'gather_lists', 'SubjectReader', 'read_ahead', 'BackgroundWriter']
+__all__ = ['COHORT_TIMEOUT_S', 'FAILURES', 'dist_ready', 'rank_world', 'process_group', 'rank_device', 'shard', 'on_rank0',
+           'sync_errors', 'gather_lists', 'SubjectReader', 'read_ahead', 'BackgroundWriter']
 
 # %% ../nbs/32_parallel.ipynb #d9971cd6
 def dist_ready() -> bool:
@@ -31,11 +31,13 @@ def rank_world() -> tuple:
     from med_k2n.learner import get_rank, world_size
     return get_rank(), world_size()
 
+COHORT_TIMEOUT_S = 24*3600   # seconds a rank may wait at a collective: the ranks that finish their subjects first wait for the last
+
 @contextlib.contextmanager
-def process_group():
+def process_group(timeout_s:float=COHORT_TIMEOUT_S):
     "Join the process group of a `torchrun`/`accelerate launch` run for the block (`learner.setup_distributed`), unless one is up; yields `(rank, world)`"
     from med_k2n.learner import setup_distributed, teardown_distributed
-    state = None if dist_ready() else setup_distributed()
+    state = None if dist_ready() else setup_distributed(timeout_s)
     try: yield rank_world()
     except BaseException:
         teardown_distributed(state, wait=False)
