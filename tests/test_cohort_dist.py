@@ -151,3 +151,15 @@ def test_brasyn_eval_on_two_ranks_as_one_process(cohort):
     for k in ('ssim_tumour', 'ssim_healthy', 'psnr', 'mse'): np.testing.assert_allclose(r2[k], r1[k], rtol=1e-4, err_msg=k)
     assert (d/'ev2'/'brasyn_report.md').read_text().split('## Synthesis')[1] == (d/'ev1'/'brasyn_report.md').read_text().split('## Synthesis')[1]
     assert sorted(p.name for p in (d/'ev2'/'model').iterdir()) == sorted(p.name for p in (d/'ev1'/'model').iterdir())
+
+
+def test_one_process_commands_refused_under_a_launcher(cohort, monkeypatch, tmp_path):
+    "Under torchrun, one subject (synth --input/--case) and the slice protocol (eval --protocol table1) refuse to run N times over"
+    d, data, _ = cohort
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    sub = sorted(p for p in data.iterdir() if p.name != BROKEN)[0]
+    rc, so, se = cli('synth', '--model', d/'model', '--case', sub, '--all-missing', '--out', tmp_path/'one')
+    assert rc == 2 and 'one subject is synthesised by one process' in se and '--data' in se, se
+    rc, so, se = cli('eval', '--model', d/'model', '--data', data, '--out', tmp_path/'ev')
+    assert rc == 2 and '--protocol table1 runs in one process' in se, se
+    assert not (tmp_path/'one').exists() and not (tmp_path/'ev').exists()
