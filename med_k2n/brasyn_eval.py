@@ -327,39 +327,9 @@ def _check_models(models:dict) -> tuple:
     if len(ms) < 2: raise ValueError(f"the models' modality set {', '.join(ms)} has one sequence: nothing is left to synthesise it from")
     return nets, caches, folders, ms
 
-def evaluate_brasyn(models:dict, # {name: model, checkpoint folder or Learner}; the first is the reference of the paired tests
-                    data=None, # None (the first model's training data), a dataset folder or a slice-cache folder
-                    out=None, # output folder (created); not inside the data folder; required
-                    split:str='test', # the subjects: 'test', 'valid' or 'all' (a dataset the models never saw)
-                    seed:int=0, # seed of the drop assignment (`brasyn.drop_one_modality`)
-                    segmenter=None, # a `SegUNet` or its folder (`med-k2n train-seg`): Dice of the real, completed and zero-filled sets
-                    segmenter_cmd:str|None=None, # instead: an external segmenter command with {in} and {out} (`segment.run_segmenter_cmd`)
-                    bs:int=16, # slices per forward pass (synthesis and segmentation)
-                    progress:bool=True, # a progress bar over the subjects
-                    device=None, # 'cpu', 'cuda', 'cuda:1'... (default: cuda if available)
-                   ) -> BrasynEval:
-    "The BraSyn protocol: drop one sequence per test subject, complete it with every model, score the volumes and the segmentations"
-    t0 = time.time()
-    if out is None: raise ValueError("give the output folder (CLI: --out DIR)")
-    if segmenter is not None and segmenter_cmd is not None:
-        raise ValueError("give either a segmenter (--segmenter DIR) or an external segmenter command (--segmenter-cmd CMD), not both")
-    if segmenter_cmd is not None and ('{in}' not in segmenter_cmd or '{out}' not in segmenter_cmd):
-        raise ValueError(f"the segmenter command {segmenter_cmd!r} must contain the placeholders {{in}} (input folder) and {{out}} (output folder)")
-    nets, caches, folders, ms = _check_models(models)
-    dev = _device(device)
-    seg_model, seg_desc = None, None
-    if segmenter is not None:
-        seg_model = load_segmenter(segmenter, device=dev) if isinstance(segmenter, (str, os.PathLike)) else segmenter
-        if set(seg_model.modalities) != set(ms):
-            raise ValueError(f"the segmenter reads {', '.join(seg_model.modalities)}, the models complete {', '.join(ms)}: "
-                             f"train a segmenter on the models' sequences (`med-k2n train-seg`)")
-        seg_desc = f"the segmenter {segmenter}" if isinstance(segmenter, (str, os.PathLike)) else 'the segmenter'
-    if segmenter_cmd is not None:
-        bad = [m for m in ms if not SEG_INPUT.match(f"x-{m}.nii.gz")]
-        if bad: raise ValueError(f"an external segmenter reads the BraTS sequences t1n, t1c, t2w, t2f; the models' set has {', '.join(bad)}")
-        seg_desc = f"the command `{segmenter_cmd}`"
+def _brasyn_plan(nets, data, split, caches, out, folders, ms, seed) -> tuple:
+    "What rank 0 decides for every process: the dataset, its subjects and their drops, the cases, the output folder made"
     root, layout, subjects = brasyn_cohort(next(iter(nets.values())), data, split, list(caches.values()))
-    out = Path(out).expanduser()
     _check_out_dir(root, out)
     for n, f in folders.items():
         if (out/f/'model.json').exists(): raise ValueError(f"{out/f} holds a model checkpoint: model {n}'s synthesised volumes would go there; choose another output folder")
@@ -368,9 +338,14 @@ def evaluate_brasyn(models:dict, # {name: model, checkpoint folder or Learner}; 
     cases = {c.subject: c for c in cases}
     made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    sizes = [sum(Path(p).stat().st_size for p in cases[s].paths.values()) if s in cases else 0 for s in subjects]
+    return root, subjects, missing, cases, bad, made, sizes
+
+def _score_subjects(subjects, missing, cases, bad, root, nets, folders, ms, out, seg_model, segmenter_cmd, bs, dev, progress) -> tuple:
+    "(score rows, Dice rows, {subject: reason}) of this process's `subjects`, the external segmenter run on them"
     seg_dir = Path(tempfile.mkdtemp(prefix='.brasyn-segmenter-', dir=out)) if segmenter_cmd is not None else None
     rows, drows, failures = [], [], {}
-    bar = progress_bar(subjects) if progress else subjects
+    bar = progress_bar(subjects) if progress and subjects else subjects
     try:
         for s in bar:
             written = []
@@ -384,24 +359,74 @@ def evaluate_brasyn(models:dict, # {name: model, checkpoint folder or Learner}; 
                 failures[s] = _one_line(e, s)
         if isinstance(bar, ConsoleProgressBar): print()   # a terminal's bar ends without a newline
         scored = {s: missing[s] for s in dict.fromkeys(r['subject'] for r in rows)}
-        if not scored:
-            if made: shutil.rmtree(out)
-            first = '; '.join(f"{s}: {r}" for s, r in list(failures.items())[:3])
-            raise ValueError(f"no subject of the {split} split could be scored ({len(failures)} failed; {first})")
-        if seg_dir is not None: drows = _external_dice(segmenter_cmd, seg_dir, ['real', *nets, 'zero-filled'], scored)
+        if seg_dir is not None and scored: drows = _external_dice(segmenter_cmd, seg_dir, ['real', *nets, 'zero-filled'], scored)
     finally:
         if seg_dir is not None and seg_dir.exists(): shutil.rmtree(seg_dir)
+    return rows, drows, failures
+
+def evaluate_brasyn(models:dict, # {name: model, checkpoint folder or Learner}; the first is the reference of the paired tests
+                    data=None, # None (the first model's training data), a dataset folder or a slice-cache folder
+                    out=None, # output folder (created); not inside the data folder; required
+                    split:str='test', # the subjects: 'test', 'valid' or 'all' (a dataset the models never saw)
+                    seed:int=0, # seed of the drop assignment (`brasyn.drop_one_modality`)
+                    segmenter=None, # a `SegUNet` or its folder (`med-k2n train-seg`): Dice of the real, completed and zero-filled sets
+                    segmenter_cmd:str|None=None, # instead: an external segmenter command with {in} and {out} (`segment.run_segmenter_cmd`)
+                    bs:int=16, # slices per forward pass (synthesis and segmentation)
+                    progress:bool=True, # a progress bar over the subjects (rank 0's, under torchrun)
+                    device=None, # 'cpu', 'cuda', 'cuda:1'... (default: cuda if available; under torchrun, cuda:LOCAL_RANK)
+                   ) -> BrasynEval:
+    "The BraSyn protocol: drop one sequence per test subject, complete it with every model, score the volumes and the segmentations; split over the processes of a `torchrun` run"
+    from med_k2n.parallel import process_group, rank_device, on_rank0, shard, sync_errors, gather_lists
+    t0 = time.time()
+    if out is None: raise ValueError("give the output folder (CLI: --out DIR)")
+    if segmenter is not None and segmenter_cmd is not None:
+        raise ValueError("give either a segmenter (--segmenter DIR) or an external segmenter command (--segmenter-cmd CMD), not both")
+    if segmenter_cmd is not None and ('{in}' not in segmenter_cmd or '{out}' not in segmenter_cmd):
+        raise ValueError(f"the segmenter command {segmenter_cmd!r} must contain the placeholders {{in}} (input folder) and {{out}} (output folder)")
+    nets, caches, folders, ms = _check_models(models)
+    out = Path(out).expanduser()
+    with process_group() as (rank, world):
+        dev = rank_device(device)
+        seg_model, seg_desc = None, None
+        if segmenter is not None:
+            seg_model = load_segmenter(segmenter, device=dev) if isinstance(segmenter, (str, os.PathLike)) else segmenter
+            if set(seg_model.modalities) != set(ms):
+                raise ValueError(f"the segmenter reads {', '.join(seg_model.modalities)}, the models complete {', '.join(ms)}: "
+                                 f"train a segmenter on the models' sequences (`med-k2n train-seg`)")
+            seg_desc = f"the segmenter {segmenter}" if isinstance(segmenter, (str, os.PathLike)) else 'the segmenter'
+        if segmenter_cmd is not None:
+            bad = [m for m in ms if not SEG_INPUT.match(f"x-{m}.nii.gz")]
+            if bad: raise ValueError(f"an external segmenter reads the BraTS sequences t1n, t1c, t2w, t2f; the models' set has {', '.join(bad)}")
+            seg_desc = f"the command `{segmenter_cmd}`"
+        root, subjects, missing, cases, bad, made, sizes = on_rank0(_brasyn_plan, nets, data, split, caches, out, folders, ms, seed)
+        mine = [subjects[i] for i in shard(len(subjects), rank, world, sizes)]
+        res, err = ([], [], {}), None
+        try: res = _score_subjects(mine, missing, cases, bad, root, nets, folders, ms, out, seg_model, segmenter_cmd, bs, dev, progress and rank == 0)
+        except Exception as e: err = e   # raised on every rank by sync_errors, so that none waits for the others' results
+        sync_errors(err)
+        order, mo = {s: i for i, s in enumerate(subjects)}, {n: i for i, n in enumerate(nets)}
+        rows = sorted(gather_lists(res[0]), key=lambda r: (order[r['subject']], mo[r['model']]))
+        drows = gather_lists(res[1])
+        failures = dict(sorted(gather_lists(list(res[2].items())), key=lambda kv: order[kv[0]]))
+    scored = {s: missing[s] for s in dict.fromkeys(r['subject'] for r in rows)}
+    if rank == 0:
         for f in folders.values(): _remove_empty(out/f)
-    order = {k: i for i, k in enumerate(['real', *nets, 'zero-filled'])}
+    if not scored:
+        if made and rank == 0: shutil.rmtree(out)
+        first = '; '.join(f"{s}: {r}" for s, r in list(failures.items())[:3])
+        raise ValueError(f"no subject of the {split} split could be scored ({len(failures)} failed; {first})")
+    sets = {k: i for i, k in enumerate(['real', *nets, 'zero-filled'])}
     dice = pd.DataFrame(drows, columns=DICE_COLUMNS)
-    if len(dice): dice = dice.sort_values(['subject', 'set'], key=lambda c: c.map(order) if c.name == 'set' else c, kind='stable').reset_index(drop=True)
+    if len(dice): dice = dice.sort_values(['subject', 'set'], key=lambda c: c.map(sets) if c.name == 'set' else c, kind='stable').reset_index(drop=True)
     ev = BrasynEval(pd.DataFrame(rows, columns=RESULT_COLUMNS), dice, failures, missing, '', out, root,
                     {s: cases[s] for s in scored}, [], round(time.time() - t0, 1))
     ev.report = brasyn_report(ev, split, seed, seg_desc)
-    ev.files.append(write_results(ev.results, out/BRASYN_FILES[0]))
-    if seg_desc is not None: ev.files.append(write_results(ev.dice, out/BRASYN_FILES[1]))
-    else: (out/BRASYN_FILES[1]).unlink(missing_ok=True)   # an earlier run's Dice would not match these results
-    ev.files.append(kio.atomic_write(out/BRASYN_FILES[2], lambda t: Path(t).write_text(ev.report)))
+    ev.files = [out/BRASYN_FILES[0]] + ([out/BRASYN_FILES[1]] if seg_desc is not None else []) + [out/BRASYN_FILES[2]]
+    if rank == 0:   # one set of tables, written by rank 0 from every rank's rows
+        write_results(ev.results, out/BRASYN_FILES[0])
+        if seg_desc is not None: write_results(ev.dice, out/BRASYN_FILES[1])
+        else: (out/BRASYN_FILES[1]).unlink(missing_ok=True)   # an earlier run's Dice would not match these results
+        kio.atomic_write(out/BRASYN_FILES[2], lambda t: Path(t).write_text(ev.report))
     return ev
 
 # %% ../nbs/31_brasyn_eval.ipynb #28830060

@@ -486,11 +486,15 @@ def eval_cmd(model:str=None, # checkpoint folder of the model to evaluate (from 
         if segmenter is not None and segmenter_cmd is not None: raise ValueError("give either --segmenter DIR or --segmenter-cmd CMD, not both")
         if segmenter is not None and not Path(segmenter).exists():
             raise FileNotFoundError(f"no segmenter at {segmenter}: train one with `med-k2n train-seg --data DIR --out {segmenter}`")
+    if protocol == 'table1' and int(os.environ.get('WORLD_SIZE', 1) or 1) > 1:
+        raise ValueError("--protocol table1 runs in one process: start it without torchrun/accelerate launch "
+                         "(--protocol brasyn splits its subjects over the processes)")
     out = Path(out)
     for p in [model] + list(baseline or []):
         if Path(p).resolve() == out.resolve(): raise ValueError(f"--out {out} is the checkpoint folder {p}: choose another folder")
     from med_k2n.registry import load_model
-    dev = 'cuda' if torch.cuda.is_available() else 'cpu'
+    from med_k2n.parallel import rank_device
+    dev = rank_device(None)   # under torchrun: this process's GPU, cuda:LOCAL_RANK
     models = {}
     for p in [model] + list(baseline or []):
         m = load_model(p, device=dev)
@@ -502,7 +506,8 @@ def eval_cmd(model:str=None, # checkpoint folder of the model to evaluate (from 
         from med_k2n.brasyn_eval import evaluate_brasyn
         ev = evaluate_brasyn(models, data=data, out=out, split=split, seed=seed, segmenter=segmenter, segmenter_cmd=segmenter_cmd,
                              bs=bs, progress=progress)
-        print(ev.summary())
+        from med_k2n.learner import get_rank
+        if get_rank() == 0: print(ev.summary())   # one table, on rank 0; every rank exits with its code
         return 1 if ev.failures else 0
     results, t0 = {}, time.time()
     for n, m in models.items():

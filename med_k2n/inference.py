@@ -13,6 +13,7 @@ Docs: https://med-k2n.github.io/med_k2n/inference.html.md"""
 from __future__ import annotations
 import contextlib, csv, hashlib, io, json, os, re, sys, time, uuid, warnings
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Sequence
 
@@ -23,10 +24,11 @@ from .core import canonical, modality_set
 from . import io as kio
 
 # %% auto #0
-__all__ = ['INTENSITIES', 'BACKGROUNDS', 'OUT_LAYOUTS', 'SYNTH_RECORDS', 'SYNTH_SUMMARY_FILES', 'model_preprocessing',
-           'subject_from_paths', 'resolve_case', 'resolve_targets', 'preprocess_inputs', 'synthesize', 'output_paths',
-           'synthesize_to', 'show_synthesis', 'find_subjects', 'SubjectPlan', 'plan_cohort', 'subject_complete',
-           'CohortSummary', 'synthesize_cohort', 'parse_inputs', 'synth_cmd']
+__all__ = ['INTENSITIES', 'BACKGROUNDS', 'OUT_LAYOUTS', 'SYNTH_RECORDS', 'SYNTH_SUMMARY_FILES', 'STAGES', 'model_preprocessing',
+           'subject_from_paths', 'resolve_case', 'resolve_targets', 'preprocess_inputs', 'read_subject', 'run_subject',
+           'finish_subject', 'synthesize', 'output_paths', 'synthesize_to', 'show_synthesis', 'find_subjects',
+           'SubjectPlan', 'plan_cohort', 'subject_complete', 'CohortSummary', 'synthesize_cohort', 'parse_inputs',
+           'synth_cmd']
 
 # %% ../nbs/30_inference.ipynb #962f5e9f
 def __getattr__(name):
@@ -186,6 +188,102 @@ def _autocast(dev):
     if dev.type == 'cuda' and torch.cuda.is_bf16_supported(): return torch.autocast('cuda', dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
+def _check_options(accept:str, background:str, intensity:str, bs:int):
+    "`ValueError` for an option of `synthesize` out of its choices"
+    if accept not in ('quality', 'all'): raise ValueError(f"accept must be 'quality' or 'all', got {accept!r}")
+    if background not in BACKGROUNDS: raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
+    if intensity not in INTENSITIES: raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}")
+    if int(bs) < 1: raise ValueError(f"bs={bs}: the batch size must be at least 1")
+
+# %% ../nbs/30_inference.ipynb #95f2f9c4
+def read_subject(case, # {modality: NIfTI path or image}, an `io.Case`, or a subject folder
+                 pp:dict, # `model_preprocessing(model)`: modalities, size, percentiles
+                 targets, # modalities to synthesise, or 'missing'
+                 inputs=None, # which of the case's modalities to use (see `resolve_case`)
+                 subject:str|None=None, # subject name (default: from the file names)
+                 resample:bool=False, # resample inputs that are off the reference input's grid instead of refusing
+                ) -> dict:
+    "Stage 1 of `synthesize`, on the CPU only: the task, the inputs read and checked, the slices with any foreground preprocessed; timed"
+    t0 = time.perf_counter()
+    ms, S = pp['modalities'], pp['size']
+    c, ins = resolve_case(case, ms, inputs=inputs, targets=targets, subject=subject)
+    ts = resolve_targets(targets, ins, ms)
+    vols = kio.load_case(c, modalities=ins, resample=resample)
+    _check_not_labels(vols)
+    t1 = time.perf_counter()
+    pre = preprocess_inputs(vols, ms, S, pp['lo'], pp['hi'])
+    zs = np.flatnonzero(pre['mask'].any((0, 1)))
+    x = np.ascontiguousarray(pre['x'][:, zs].transpose(1, 0, 2, 3))   # the slices with any brain, [Z', M, S, S]
+    return dict(case=c, inputs=ins, targets=ts, x=x, zs=zs, mask=pre['mask'], stats=pre['stats'], shape=vols.shape,
+                reference=vols.reference, reference_modality=vols.reference_modality,
+                read_s=t1 - t0, preprocess_s=time.perf_counter() - t1)
+
+def run_subject(model, # the model, on `dev`
+                prep:dict, # `read_subject`'s result
+                bs:int=16, # slices per forward pass
+                accept:str='quality', # fusion acceptance: 'quality' or 'all'
+                progress:bool=False, # a progress bar over the batches
+               ) -> dict:
+    "Stage 2 of `synthesize`: the model over the subject's slices on its device (bf16 autocast on a GPU); target and quality slices, summed fusion weights; timed"
+    import torch
+    from fastprogress.fastprogress import progress_bar
+    from med_k2n.batch import predict_slices
+    t0 = time.perf_counter()
+    ms, ins, ts, x = tuple(model.modalities), prep['inputs'], prep['targets'], prep['x']
+    p0 = next(model.parameters(), None)
+    dev = p0.device if p0 is not None else torch.device('cpu')
+    M, S, Zb = len(ms), x.shape[-1], len(x)
+    imask = torch.tensor([m in ins for m in ms], device=dev)
+    tmask = torch.tensor([m in ts for m in ms], device=dev)
+    tix = [ms.index(m) for m in ts]
+    has_q = hasattr(model, 'quality_net')
+    img = np.zeros((len(ts), Zb, S, S), np.float32)
+    qual = np.zeros_like(img) if has_q else None
+    wsum, asum, ssum = np.zeros((M, M)), np.zeros((M, M)), np.zeros(M)
+    loop = predict_slices(model, x, imask, tmask, int(bs), accept)
+    with _autocast(dev):
+        for a, e, out in (progress_bar(loop, total=-(-Zb // int(bs)), leave=False) if progress and Zb else loop):
+            img[:, a:e] = out.images[:, tix].float().clamp(0, 1).cpu().numpy().transpose(1, 0, 2, 3)
+            if has_q: qual[:, a:e] = out.quality[:, tix].float().clamp(min=0).cpu().numpy().transpose(1, 0, 2, 3)
+            wsum += out.weights.float().sum(0).cpu().numpy()
+            if out.accepted is not None: asum += out.accepted.float().sum(0).cpu().numpy()
+            ssum += out.scores.float().sum(0).cpu().numpy()
+    return dict(img=img, qual=qual, wsum=wsum, asum=asum, ssum=ssum, modalities=ms, device=str(dev), accept=accept,
+                model_s=time.perf_counter() - t0)
+
+def finish_subject(prep:dict, # `read_subject`'s result
+                   raw:dict, # `run_subject`'s result
+                   intensity:str='unit', # 'unit' or 'reference'
+                   background:str='zero', # 'zero' or 'model'
+                  ) -> dict:
+    "Stage 3 of `synthesize`, on the CPU: the slices back onto the subject's grid as NIfTI images like the reference input; the `synthesize` result"
+    from med_k2n.data import from_slices
+    t0 = time.perf_counter()
+    ms, ins, ts, zs, mask, shape = raw['modalities'], prep['inputs'], prep['targets'], prep['zs'], prep['mask'], prep['shape']
+    Z, S = mask.shape[2], raw['img'].shape[-1]
+    nz = max(len(zs), 1)
+    ref_m, st = prep['reference_modality'], prep['stats'][prep['reference_modality']]
+    scale, offset = (st.hi - st.lo, st.lo) if intensity == 'reference' else (1., 0.)
+    def back(a, off):   # a: [Z', S, S] on the brain slices
+        full = np.zeros((Z, S, S), np.float32)
+        full[zs] = a
+        v = np.clip(from_slices(full, shape), 0, None)
+        v = v * np.float32(scale) + np.float32(off)
+        if background == 'zero': v[~mask] = 0
+        return kio.image_like(v.astype(np.float32), prep['reference'])
+    wsum, asum, ssum = raw['wsum'], raw['asum'], raw['ssum']
+    images = {m: back(np.minimum(raw['img'][k], 1), offset) for k, m in enumerate(ts)}
+    quality = {m: back(raw['qual'][k], 0.) for k, m in enumerate(ts)} if raw['qual'] is not None else {}
+    weights = {t: {s: round(float(wsum[ms.index(s), ms.index(t)] / nz), 4) for s in ins} for t in ts}
+    accepted = {t: {s: round(float(asum[ms.index(s), ms.index(t)] / nz), 4) for s in ins} for t in ts} if asum.any() else {}
+    scores = {t: round(float(ssum[ms.index(t)] / nz), 4) for t in ts} if raw['qual'] is not None else {}
+    times = dict(read_s=prep['read_s'], preprocess_s=prep['preprocess_s'], model_s=raw['model_s'], write_s=time.perf_counter() - t0)
+    return dict(subject=prep['case'].subject, inputs=ins, targets=ts, images=images, quality=quality, weights=weights,
+                accepted=accepted, scores=scores, mask=kio.image_like(mask.astype(np.float32), prep['reference']),
+                reference_modality=ref_m, intensity=intensity, background=background, accept=raw['accept'], n_slices=int(len(zs)),
+                seconds=sum(times.values()), times=times, device=raw['device'], case=prep['case'])
+
+# %% ../nbs/30_inference.ipynb #e0d047fc
 def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or a subject folder
                targets, # modalities to synthesise: a name, comma list or list; 'missing': all of the model's set not given
                model, # a model (`load_model`) or a checkpoint folder
@@ -200,66 +298,15 @@ def synthesize(case, # {modality: NIfTI path or nibabel image}, an `io.Case`, or
                background:str='zero', # outside the inputs' foreground mask: 'zero' or 'model' (the raw model output)
               ) -> dict:
     "Synthesise `targets` for one subject; NIfTI images on the grid, affine and header of the reference input, plus quality maps and fusion weights"
-    import torch
-    from fastprogress.fastprogress import progress_bar
-    from med_k2n.data import from_slices
-    from med_k2n.batch import predict_slices
-    t0 = time.time()
     if isinstance(model, (str, os.PathLike)): model = _load_model(model)
-    if accept not in ('quality', 'all'): raise ValueError(f"accept must be 'quality' or 'all', got {accept!r}")
-    if background not in BACKGROUNDS: raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
-    if intensity not in INTENSITIES: raise ValueError(f"intensity must be one of {', '.join(INTENSITIES)}, got {intensity!r}")
-    if int(bs) < 1: raise ValueError(f"bs={bs}: the batch size must be at least 1")
-    pp = model_preprocessing(model)
-    ms, S = pp['modalities'], pp['size']
-    c, ins = resolve_case(case, ms, inputs=inputs, targets=targets, subject=subject)
-    ts = resolve_targets(targets, ins, ms)
-    vols = kio.load_case(c, modalities=ins, resample=resample)
-    _check_not_labels(vols)
-    pre = preprocess_inputs(vols, ms, S, pp['lo'], pp['hi'])
-    x, mask = pre['x'], pre['mask']
-    shape, Z, M = vols.shape, mask.shape[2], len(ms)
-    zs = np.flatnonzero(mask.any((0, 1)))
+    _check_options(accept, background, intensity, bs)
+    prep = read_subject(case, model_preprocessing(model), targets, inputs=inputs, subject=subject, resample=resample)
     dev = _device(device)
     p0 = next(model.parameters(), None)
     home, was_training = (dev if p0 is None else p0.device), model.training   # given back as found
-    model = model.eval().to(dev)
-    imask = torch.tensor([m in ins for m in ms], device=dev)
-    tmask = torch.tensor([m in ts for m in ms], device=dev)
-    tix = [ms.index(m) for m in ts]
-    has_q = hasattr(model, 'quality_net')
-    img = np.zeros((len(ts), Z, S, S), np.float32)
-    qual = np.zeros_like(img) if has_q else None
-    wsum, asum, ssum = np.zeros((M, M)), np.zeros((M, M)), np.zeros(M)
-    loop = predict_slices(model, x[:, zs].transpose(1, 0, 2, 3), imask, tmask, int(bs), accept)   # the slices with any brain, [Z', M, S, S]
-    try:
-        with _autocast(dev):
-            for a, e, out in (progress_bar(loop, total=-(-len(zs) // int(bs)), leave=False) if progress and len(zs) else loop):
-                b = zs[a:e]
-                img[:, b] = out.images[:, tix].float().clamp(0, 1).cpu().numpy().transpose(1, 0, 2, 3)
-                if has_q: qual[:, b] = out.quality[:, tix].float().clamp(min=0).cpu().numpy().transpose(1, 0, 2, 3)
-                wsum += out.weights.float().sum(0).cpu().numpy()
-                if out.accepted is not None: asum += out.accepted.float().sum(0).cpu().numpy()
-                ssum += out.scores.float().sum(0).cpu().numpy()
+    try: raw = run_subject(model.eval().to(dev), prep, bs, accept, progress)
     finally: model.train(was_training).to(home)   # the caller's model stays on its device, in its mode
-    nz = max(len(zs), 1)
-    ref_m = vols.reference_modality
-    scale = (pre['stats'][ref_m].hi - pre['stats'][ref_m].lo) if intensity == 'reference' else 1.
-    offset = pre['stats'][ref_m].lo if intensity == 'reference' else 0.
-    def back(a, off):
-        v = np.clip(from_slices(a, shape), 0, None)
-        v = v * np.float32(scale) + np.float32(off)
-        if background == 'zero': v[~mask] = 0
-        return kio.image_like(v.astype(np.float32), vols.reference)
-    images = {m: back(np.minimum(img[k], 1), offset) for k, m in enumerate(ts)}
-    quality = {m: back(qual[k], 0.) for k, m in enumerate(ts)} if has_q else {}
-    weights = {t: {s: round(float(wsum[ms.index(s), ms.index(t)] / nz), 4) for s in ins} for t in ts}
-    accepted = {t: {s: round(float(asum[ms.index(s), ms.index(t)] / nz), 4) for s in ins} for t in ts} if asum.any() else {}
-    scores = {t: round(float(ssum[ms.index(t)] / nz), 4) for t in ts} if has_q else {}
-    return dict(subject=c.subject, inputs=ins, targets=ts, images=images, quality=quality, weights=weights,
-                accepted=accepted, scores=scores, mask=kio.image_like(mask.astype(np.float32), vols.reference),
-                reference_modality=ref_m, intensity=intensity, background=background, accept=accept, n_slices=int(len(zs)), seconds=time.time() - t0,
-                device=str(dev), case=c)
+    return finish_subject(prep, raw, intensity, background)
 
 # %% ../nbs/30_inference.ipynb #30a17c4c
 OUT_LAYOUTS = ('default', 'brasyn')
@@ -501,15 +548,17 @@ def subject_complete(plan:SubjectPlan, # a subject of `plan_cohort`
 
 # %% ../nbs/30_inference.ipynb #6bbd99c1
 SYNTH_SUMMARY_FILES = ('synth_summary.json', 'synth_summary.csv')
+STAGES = ('read_s', 'preprocess_s', 'model_s', 'write_s')   # the seconds of each subject's stages, summed in the summary
 
 @dataclass
 class CohortSummary:
-    "What `synthesize_cohort` did: one row per subject (done, skipped or failed, with the reason), and where"
+    "What `synthesize_cohort` did: one row per subject (done, skipped or failed, with the reason and the rank that met it), and where"
     out:Path # the output folder
-    rows:list # one dict per subject: subject, status, inputs, targets, files, reason, seconds
+    rows:list # one dict per subject: subject, status, inputs, targets, files, reason, seconds, rank and the seconds of each stage
     layout:str='default'
     intensity:str='unit'
     seconds:float=0.
+    world:int=1 # processes that shared the cohort
     def _status(self, s): return [r['subject'] for r in self.rows if r['status'] == s]
     @property
     def done(self) -> list:
@@ -527,24 +576,34 @@ class CohortSummary:
     def ok(self) -> bool:
         "True when no subject failed"
         return not self.failed
+    @property
+    def stage_seconds(self) -> dict:
+        "Seconds spent reading, preprocessing, in the model and writing, summed over the subjects (and so over the processes)"
+        return {k: round(sum(r.get(k, 0.) for r in self.rows), 2) for k in STAGES}
     def to_dict(self) -> dict:
-        "The summary as JSON-able data: settings, counts and rows"
-        return dict(out=str(self.out), layout=self.layout, intensity=self.intensity, seconds=self.seconds,
-                    done=len(self.done), skipped=len(self.skipped), failed=len(self.failed), subjects=self.rows)
+        "The summary as JSON-able data: settings, counts, stage times and rows"
+        return dict(out=str(self.out), layout=self.layout, intensity=self.intensity, seconds=self.seconds, world=self.world,
+                    done=len(self.done), skipped=len(self.skipped), failed=len(self.failed), stage_seconds=self.stage_seconds,
+                    subjects=self.rows)
     def write(self) -> tuple:
         "Write `synth_summary.json` and `synth_summary.csv` into `out`, atomically; returns their paths"
         js, cs = (Path(self.out)/n for n in SYNTH_SUMMARY_FILES)
         kio.atomic_write(js, lambda t: Path(t).write_text(json.dumps(self.to_dict(), indent=1)))
         buf = io.StringIO()
-        w = csv.DictWriter(buf, fieldnames=['subject', 'status', 'inputs', 'targets', 'files', 'reason', 'seconds'])
+        w = csv.DictWriter(buf, fieldnames=['subject', 'status', 'inputs', 'targets', 'files', 'reason', 'seconds', 'rank', *STAGES])
         w.writeheader()
         for r in self.rows: w.writerow({**r, **{k: ' '.join(r[k]) for k in ('inputs', 'targets', 'files')}})
         kio.atomic_write(cs, lambda t: Path(t).write_text(buf.getvalue()))
         return js, cs
     def report(self) -> str:
         "A few lines for the terminal: the counts, each failed subject with its reason, what to do, where the summary is"
+        procs = f" on {self.world} processes" if self.world > 1 else ''
         lines = [f"{len(self.done)} done, {len(self.skipped)} skipped (already complete), {len(self.failed)} failed "
-                 f"in {self.seconds:.1f} s; outputs in {self.out} ({self.layout} layout, {self.intensity} intensities)"]
+                 f"in {self.seconds:.1f} s{procs}; outputs in {self.out} ({self.layout} layout, {self.intensity} intensities)"]
+        if self.done:
+            st = self.stage_seconds
+            lines.append(f"time summed over the subjects done: read {st['read_s']:.1f} s, preprocess {st['preprocess_s']:.1f} s, "
+                         f"model {st['model_s']:.1f} s, write {st['write_s']:.1f} s")
         if self.failed:
             lines += ["failed:"] + [f"  {s}: {r}" for s, r in self.failed.items()]
             lines.append("fix or remove what is named above, then run the same command again: complete subjects are skipped")
@@ -554,10 +613,10 @@ class CohortSummary:
         return f"CohortSummary({len(self.done)} done, {len(self.skipped)} skipped, {len(self.failed)} failed, out={str(self.out)!r})"
 
 # %% ../nbs/30_inference.ipynb #f87d4689
-def _row(plan:SubjectPlan, status:str, reason:str='', seconds:float=0.) -> dict:
+def _row(plan:SubjectPlan, status:str, reason:str='', seconds:float=0., rank:int=0, times:dict|None=None) -> dict:
     files = [p.name for p in plan.paths['images'].values()] if plan.paths and status != 'failed' else []
     return dict(subject=plan.subject, status=status, inputs=list(plan.inputs), targets=list(plan.targets), files=files,
-                reason=reason, seconds=round(seconds, 2))
+                reason=reason, seconds=round(seconds, 2), rank=rank, **{k: round((times or {}).get(k, 0.), 3) for k in STAGES})
 
 def _check_out_dir(data:Path, out:Path):
     "Refuse an output folder that is the data folder or lies inside it (outputs never mix with inputs), or that is a file"
@@ -566,6 +625,34 @@ def _check_out_dir(data:Path, out:Path):
         raise ValueError(f"the output folder {out} {'is' if o == d else 'is inside'} the data folder {data}: the outputs would mix "
                          f"with the inputs (and be taken for subjects by the next run); choose an output folder outside {data}")
     if o.exists() and not o.is_dir(): raise ValueError(f"{out} exists and is not a folder: choose another output folder")
+
+# %% ../nbs/30_inference.ipynb #1298f2a8
+def _input_bytes(plan:SubjectPlan) -> int:
+    "The bytes of a subject's input files: its share of the work when the cohort is split over processes"
+    return sum(Path(p).stat().st_size for m, p in plan.case.paths.items() if m in plan.inputs and isinstance(p, (str, Path)) and Path(p).exists())
+
+def _plan_and_check(data, ms, out, targets, layout, quality, data_layout, settings) -> tuple:
+    "(plans, complete?, sizes) of every subject: what rank 0 decides for all processes before any of them writes"
+    plans = plan_cohort(data, ms, out, targets, layout, quality, data_layout)
+    out.mkdir(parents=True, exist_ok=True)
+    complete = [not pl.error and subject_complete(pl, settings) for pl in plans]
+    return plans, complete, [0 if pl.error else _input_bytes(pl) for pl in plans]
+
+def _read_plan(plan:SubjectPlan, pp:dict, resample:bool) -> dict:
+    "`read_subject` of one planned subject (run in a reader process)"
+    return read_subject(plan.case, pp, plan.targets, inputs=plan.inputs, resample=resample)
+
+def _write_plan(plan:SubjectPlan, prep:dict, raw:dict, intensity:str, background:str, model, layout:str, fp:str) -> tuple:
+    "Back onto the grid and onto disk (run on the writer thread): `(None, times)`, or `(reason, times)` when the subject failed"
+    t = time.perf_counter()
+    try:
+        res = finish_subject(prep, raw, intensity, background)
+        for f in _stale_temps(plan): f.unlink()
+        _commit(_images(res, plan.paths), plan.paths['summary'], _summary(res, model, plan.paths, layout, fp))
+        return None, {**res['times'], 'write_s': time.perf_counter() - t}
+    except (ValueError, OSError, MemoryError) as e:
+        return _one_line(e, plan.subject), dict(read_s=prep['read_s'], preprocess_s=prep['preprocess_s'], model_s=raw['model_s'],
+                                                 write_s=time.perf_counter() - t)
 
 # %% ../nbs/30_inference.ipynb #efa74cbc
 def synthesize_cohort(data, # dataset folder, in any layout `io.find_cases` understands
@@ -578,54 +665,72 @@ def synthesize_cohort(data, # dataset folder, in any layout `io.find_cases` unde
                       accept:str='quality', # fusion acceptance: 'quality' or 'all'
                       resample:bool=False, # resample inputs that are off the reference input's grid instead of failing the subject
                       bs:int=16, # slices per batch
-                      device=None, # 'cpu', 'cuda', 'cuda:1'... (default: cuda if available)
+                      device=None, # 'cpu', 'cuda', 'cuda:1'... (default: cuda if available; under torchrun, cuda:LOCAL_RANK)
                       data_layout:str='auto', # the dataset's layout for `io.find_cases`
-                      progress:bool=True, # a progress bar over the subjects
+                      progress:bool=True, # a progress bar over the subjects (rank 0's, under torchrun)
                       verbose:bool=True, # print one line to stderr for each subject that fails, when it fails
+                      workers:int=1, # processes reading and preprocessing the next subjects while the model runs; 0: none
                      ) -> CohortSummary:
-    "Synthesise, for every subject under `data`, the modalities it lacks (or `targets`), resumably; a failed subject is reported, not fatal"
+    "Synthesise, for every subject under `data`, the modalities it lacks (or `targets`), resumably, split over the processes of a `torchrun` run; a failed subject is reported, not fatal"
     import torch
     from fastprogress.fastprogress import progress_bar, ConsoleProgressBar
+    from med_k2n.parallel import process_group, rank_device, on_rank0, shard, read_ahead, BackgroundWriter, gather_lists
     t0 = time.time()
     data, out = Path(data).expanduser(), Path(out).expanduser()
     if not data.exists(): raise FileNotFoundError(f"{data}: data folder not found")
     if not data.is_dir(): raise ValueError(f"{data} is a file: give the folder of a dataset (for one subject's files use synthesize_to)")
     _check_out_dir(data, out)
     intensity = _layout_intensity(layout, intensity)
-    if accept not in ('quality', 'all'): raise ValueError(f"accept must be 'quality' or 'all', got {accept!r}")
-    if background not in BACKGROUNDS: raise ValueError(f"background must be one of {', '.join(BACKGROUNDS)}, got {background!r}")
-    if int(bs) < 1: raise ValueError(f"bs={bs}: the batch size must be at least 1")
+    _check_options(accept, background, intensity, bs)
+    if int(workers) < 0: raise ValueError(f"workers={workers}: give 0 (read in this process) or more reader processes")
     if isinstance(model, (str, os.PathLike)): model = _load_model(model)
-    ms = model_preprocessing(model)['modalities']
-    dev = _device(device)
-    plans = plan_cohort(data, ms, out, targets, layout, hasattr(model, 'quality_net'), data_layout)
+    pp = model_preprocessing(model)
     fp = _fingerprint(model)
     settings = dict(layout=layout, intensity=intensity, background=background, accept=accept, model_fingerprint=fp)
     failures = (ValueError, OSError, MemoryError, torch.cuda.OutOfMemoryError)
-    out.mkdir(parents=True, exist_ok=True)
-    p0 = next(model.parameters(), None)
-    home, rows = (dev if p0 is None else p0.device), []
-    try:
-        model.to(dev)
-        bar = progress_bar(plans) if progress else plans
-        nl = '\n' if isinstance(bar, ConsoleProgressBar) else ''   # a terminal's bar ends without a newline
-        for pl in bar:
-            t = time.time()
-            if pl.error: rows.append(_row(pl, 'failed', pl.error))
-            elif subject_complete(pl, settings): rows.append(_row(pl, 'skipped'))
-            else:
-                try:
-                    for f in _stale_temps(pl): f.unlink()
-                    res = synthesize(pl.case, pl.targets, model, inputs=pl.inputs, accept=accept, bs=bs, device=dev, progress=False,
-                                     resample=resample, intensity=intensity, background=background)
-                    _commit(_images(res, pl.paths), pl.paths['summary'], _summary(res, model, pl.paths, layout, fp))
-                    rows.append(_row(pl, 'done', seconds=time.time() - t))
-                except failures as e: rows.append(_row(pl, 'failed', _one_line(e, pl.subject), time.time() - t))
-            if verbose and rows[-1]['status'] == 'failed': print(f"{nl}{pl.subject}: failed: {rows[-1]['reason']}", file=sys.stderr)
-        if nl: print()
-    finally: model.to(home)
-    res = CohortSummary(out, rows, layout, intensity, round(time.time() - t0, 1))
-    res.write()
+    with process_group() as (rank, world):
+        dev = rank_device(device)
+        plans, complete, sizes = on_rank0(_plan_and_check, data, pp['modalities'], out, targets, layout, hasattr(model, 'quality_net'),
+                                          data_layout, settings)
+        where, nl = (f"[rank {rank}] " if world > 1 else ''), [False]
+        rows = []
+        def record(pl, status, reason='', times=None, rank=rank):
+            rows.append(_row(pl, status, reason, sum((times or {}).values()), rank, times))
+            if verbose and status == 'failed':
+                print(f"{chr(10) if nl[0] else ''}{where}{pl.subject}: failed: {reason}", file=sys.stderr, flush=True)
+        if rank == 0:   # what the plan decided is rank 0's to report
+            for pl, c in zip(plans, complete):
+                if pl.error or c: record(pl, 'failed' if pl.error else 'skipped', pl.error or '')
+        todo = [i for i, pl in enumerate(plans) if not pl.error and not complete[i]]
+        mine = [plans[todo[i]] for i in shard(len(todo), rank, world, [sizes[i] for i in todo])]
+        p0 = next(model.parameters(), None)
+        home, was_training = (dev if p0 is None else p0.device), model.training
+        writer = BackgroundWriter(depth=2, threads=workers > 0)
+        show = progress and rank == 0 and len(mine) > 0
+        def collect(done):
+            for pl, (reason, times) in done: record(pl, 'failed' if reason else 'done', reason or '', times)
+        try:
+            model.eval().to(dev)
+            recs = read_ahead(mine, partial(_read_plan, pp=pp, resample=resample), workers=int(workers))
+            bar = progress_bar(recs, total=len(mine)) if show else recs
+            nl[0] = isinstance(bar, ConsoleProgressBar)   # a terminal's bar ends without a newline
+            for rec in bar:
+                pl = mine[rec['index']]
+                if rec['error'] is not None:
+                    record(pl, 'failed', _one_line(rec['error'], pl.subject), dict(read_s=rec['seconds'])); continue
+                prep = rec['value']
+                try: raw = run_subject(model, prep, bs, accept)
+                except failures as e:
+                    record(pl, 'failed', _one_line(e, pl.subject), dict(read_s=prep['read_s'], preprocess_s=prep['preprocess_s'])); continue
+                collect(writer.submit(pl, _write_plan, pl, prep, raw, intensity, background, model, layout, fp))
+            collect(writer.close())
+            if nl[0]: print()
+        finally:
+            writer.close()
+            model.train(was_training).to(home)
+        rows = sorted(gather_lists(rows), key=lambda r: r['subject'])
+    res = CohortSummary(out, rows, layout, intensity, round(time.time() - t0, 1), world)
+    if rank == 0: res.write()
     return res
 
 # %% ../nbs/30_inference.ipynb #8ee7abcd
@@ -652,15 +757,16 @@ def parse_inputs(items:Sequence[str]|None, case:str|None=None) -> tuple:
     return res, None
 
 def _synth_cohort_cmd(data, model, out, targets, all_missing, layout, **kwargs) -> int:
-    "`med-k2n synth --data`: cheap checks, `synthesize_cohort`, the report; 0 if every subject is complete, 1 if one failed"
+    "`med-k2n synth --data`: cheap checks, `synthesize_cohort` (split over the processes of a torchrun run), the report; 0 if every subject is complete, 1 if one failed"
     if targets and all_missing: raise ValueError("give either --target/--targets or --all-missing, not both (with --data, --all-missing is the default)")
     d = Path(data).expanduser()
     if not d.exists(): raise FileNotFoundError(f"{d}: data folder not found")
     if not d.is_dir(): raise ValueError(f"--data {d} is a file: give a dataset folder (for one subject use --input or --case)")
     _check_out_dir(d, Path(out))
     if not Path(model).expanduser().exists(): raise FileNotFoundError(f"no model checkpoint at {model}: expected a folder with model.json and model.safetensors (written by `med-k2n train`)")
+    from med_k2n.learner import get_rank
     s = synthesize_cohort(d, _load_model(model, device='cpu'), out, targets=targets or None, layout=layout, **kwargs)
-    print(s.report())
+    if get_rank() == 0: print(s.report())   # one report, on rank 0; every rank exits with its code
     return 0 if s.ok else 1
 
 # %% ../nbs/30_inference.ipynb #aee36f02
@@ -680,6 +786,7 @@ def synth_cmd(model:str=None, # model folder written by `med-k2n train` (model.j
               background:str='zero', # outside the inputs' foreground mask: 'zero', or 'model' to keep the raw model output
               device:str=None, # cpu, cuda or cuda:N; default: cuda if available, else cpu
               bs:int=16, # slices per batch
+              workers:int=1, # with --data: processes that read and preprocess the next subjects while the model runs (0: none)
              ):
     "Synthesise missing MRI contrasts of one subject, or of every subject of a dataset with --data (NIfTI in, NIfTI out)"
     if model is None: raise ValueError("give the trained model folder with --model DIR (written by `med-k2n train`)")
@@ -691,7 +798,10 @@ def synth_cmd(model:str=None, # model folder written by `med-k2n train` (model.j
             raise ValueError("--data synthesises every subject of a dataset folder, while --case, --input and --subject describe one "
                              "subject: drop them, or drop --data")
         return _synth_cohort_cmd(data, model, out, tgt, all_missing, layout, intensity=intensity, background=background, accept=accept,
-                                 resample=resample, bs=bs, device=device)
+                                 resample=resample, bs=bs, device=device, workers=workers)
+    if int(os.environ.get('WORLD_SIZE', 1) or 1) > 1:
+        raise ValueError("one subject is synthesised by one process: run it without torchrun/accelerate launch, "
+                         "or give a dataset folder with --data to split its subjects over the processes")
     if tgt and all_missing: raise ValueError("give either --target MODALITY (repeatable) or --all-missing, not both")
     if not tgt and not all_missing: raise ValueError("say what to synthesise: --target MODALITY (repeat for each) or --all-missing")
     paths, names = parse_inputs(input, case)
