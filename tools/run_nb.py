@@ -6,7 +6,7 @@ from execnb.shell import CaptureShell
 path = os.path.abspath(sys.argv[1]); skip = '--skip-slow' in sys.argv
 nb = read_nb(path)
 os.chdir(os.path.dirname(os.path.abspath(path)))
-sh = CaptureShell()
+sh = CaptureShell(mpl_format='png')   # plain PNG at the figure's dpi (execnb's default 'retina' doubles every figure's pixels)
 sh.run('%matplotlib inline')
 for i, c in enumerate(nb.cells):
     if c.cell_type != 'code': continue
