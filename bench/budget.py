@@ -83,17 +83,31 @@ def step_times(rows, bs, reps, amp, device='cpu', compile=False) -> dict:
             sync(); t0 = time.perf_counter(); s(x, i, t); sync(); ts[r].append(time.perf_counter() - t0)
     return {r: sorted(v)[len(v) // 2] for r, v in ts.items()}
 
+def _status_mb(key:str) -> float:
+    "A memory figure of this process from /proc/self/status (Linux), in MB"
+    for line in open('/proc/self/status'):
+        if line.startswith(key + ':'): return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+def reset_peak_rss() -> float:
+    "Reset this process's peak RSS to its current RSS (Linux: /proc/self/clear_refs) and return it in MB"
+    with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+    return _status_mb('VmRSS')
+
+def peak_rss() -> float:
+    "Peak RSS of this process since the last `reset_peak_rss`, in MB"
+    return _status_mb('VmHWM')
+
 def peak_memory(row, bs, amp, device='cpu') -> float:
-    "MB per slice that one training step of `bs` slices adds to the peak memory (run in a fresh process on CPU)"
+    "MB per slice by which one training step of `bs` slices (after a first one) raises the peak memory over the memory before it (CPU: RSS, in a fresh process)"
     if device.startswith('cuda'):
         m = build(row, device); x, i, t = batch(ROWS[row][1], bs, device); s = trainer(m, amp, device)
         s(x, i, t); torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
         s(x, i, t); torch.cuda.synchronize()
         return (torch.cuda.max_memory_allocated() - base) / bs / 2**20
-    code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import budget, resource, torch; "
+    code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import budget; "
             f"m = budget.build({row!r}); x, i, t = budget.batch({ROWS[row][1]}, {bs}); s = budget.trainer(m, {amp!r}); "
-            f"r0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss; s(x, i, t); s(x, i, t); "
-            f"print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - r0) / 1024 / {bs})")
+            f"s(x, i, t); r0 = budget.reset_peak_rss(); s(x, i, t); print((budget.peak_rss() - r0) / {bs})")
     out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=os.environ)
     if out.returncode: raise RuntimeError(f"peak-memory run of {row} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
@@ -120,7 +134,7 @@ def report(res, before=None):
         if before is None: return ""
         cur, prev = res, before
         for k in keys: cur, prev = cur[k], (prev or {}).get(k)
-        return f" | {cur / prev:.2f}×" if prev else " | –"
+        return f" | {cur / prev:.2f}×" if prev and cur else " | –"
     hb, sep = (" | after / before", "---|") if before else ("", "")
     unet = lambda r: 'unet-' + r.split('-')[1]
     print(f"torch {res['torch']}, {res['device']}; task {TASK}; per slice = per input sample (2 target images)\n")
@@ -130,7 +144,9 @@ def report(res, before=None):
         print(f"\n| training step, {amp}, bs {res['bs']} | ms / step | slices / s | × U-Net's time{hb} |\n|---|---|---|---|{sep}")
         for r, v in st.items(): print(f"| {r} @ {ROWS[r][1]} px | {v * 1e3:.0f} | {res['bs'] / v:.1f} | {v / st[unet(r)]:.2f}{ratio('step_s', amp, r)} |")
     print(f"\n| peak memory of a training step ({res['mem_amp']}, bs {res['bs']}) | MB / slice | × U-Net{hb} |\n|---|---|---|{sep}")
-    for r, v in res['mb_per_slice'].items(): print(f"| {r} @ {ROWS[r][1]} px | {v:.0f} | {v / res['mb_per_slice'][unet(r)]:.2f}{ratio('mb_per_slice', r)} |")
+    for r, v in res['mb_per_slice'].items():
+        u = res['mb_per_slice'][unet(r)]
+        print(f"| {r} @ {ROWS[r][1]} px | {v:.0f} | {f'{v / u:.2f}' if u > 0 else '–'}{ratio('mb_per_slice', r)} |")
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -8,7 +8,7 @@
 #   bench/gpu.sh [extra quality.py options, e.g. --ablation]
 #   OUT=/data/q MINUTES=10 SIZE=256 BS=16 PRESET=paper SUBJECTS_TRAIN=16 SUBJECTS_TEST=4 bench/gpu.sh
 # LR=… sets one peak learning rate for every model (default: each architecture's, learner.DEFAULT_LR).
-# Measured on one H200 (2026-11-27, torch 2.11, mambapy, bf16): training slices/s at 256 px, paper preset, bs 16 —
+# Before the chunked scan and the light heads (issue 33), measured on one H200 (2026-11-27, torch 2.11, mambapy, bf16): training slices/s at 256 px, paper preset, bs 16 —
 # Med-K2N 14.2, B0 30.6, U-Net 218 — so the default 10 minutes give two epochs of 2347 slices; the 21-subject
 # phantom takes about 2 minutes on 16 cores and the evaluation comes on top (all test slices unless --max-slices).
 # Again on one H200 (2026-11-27, HEAD 8fe32b6): probe Med-K2N 15.2, U-Net 186.6, B0 32.2 slices/s. A bare training step
@@ -32,8 +32,9 @@ if not torch.cuda.is_available(): sys.exit("bench/gpu.sh needs a CUDA GPU (torch
 print("GPU:", torch.cuda.get_device_name(), "| bf16:", torch.cuda.is_bf16_supported())
 try:
     import mamba_ssm; print("mamba_ssm", mamba_ssm.__version__, "(CUDA selective scan)")
-except ImportError: print("mamba_ssm not installed: the spiral mixer uses mambapy (slower)")
+except ImportError: print("mamba_ssm not installed: the spiral mixer uses the PyTorch chunked scan (slower)")
 PY
+"$PY" bench/budget.py --device cuda --compile   # the compute budget first: FLOPs, training slices/s (bf16, bs 16), memory
 "$PY" bench/quality.py \
   --out "${OUT:-/tmp/med_k2n_quality_gpu}" \
   --preset "${PRESET:-paper}" --size "${SIZE:-256}" \
