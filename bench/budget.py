@@ -6,8 +6,9 @@
 - the wall time of one training step on this machine (model, `K2NLoss`, AdamW; float32 and bf16 autocast),
   the two models interleaved rep by rep so that a noisy shared machine slows both alike (cpu preset;
   `--paper-time` adds the paper preset);
-- the peak memory of a training step per slice: the rise of the process's peak RSS over one step of `--bs`
-  slices, in a fresh process per model (CPU); `torch.cuda.max_memory_allocated` on a GPU.
+- the peak memory of a training step per slice: how far the second training step of `--bs` slices raises the
+  process's peak RSS over its RSS before that step, in a fresh process per model with glibc's mmap threshold
+  fixed at 128 kB so that freed activations leave the RSS (CPU); `torch.cuda.max_memory_allocated` on a GPU.
 
     python bench/budget.py [--bs 8] [--reps 5] [--amp none,bf16] [--before DIR] [--device cuda] [--compile]
 
@@ -108,7 +109,8 @@ def peak_memory(row, bs, amp, device='cpu') -> float:
     code = (f"import sys; sys.path.insert(0, {os.path.dirname(os.path.abspath(__file__))!r}); import budget; "
             f"m = budget.build({row!r}); x, i, t = budget.batch({ROWS[row][1]}, {bs}); s = budget.trainer(m, {amp!r}); "
             f"s(x, i, t); r0 = budget.reset_peak_rss(); s(x, i, t); print((budget.peak_rss() - r0) / {bs})")
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=os.environ)
+    env = {**os.environ, 'MALLOC_MMAP_THRESHOLD_': '131072'}   # large blocks through mmap, so a freed activation leaves the RSS
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
     if out.returncode: raise RuntimeError(f"peak-memory run of {row} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
 
