@@ -110,7 +110,8 @@ def peak_memory(row, bs, amp, device='cpu') -> float:
             f"m = budget.build({row!r}); x, i, t = budget.batch({ROWS[row][1]}, {bs}); s = budget.trainer(m, {amp!r}); "
             f"s(x, i, t); r0 = budget.reset_peak_rss(); s(x, i, t); print((budget.peak_rss() - r0) / {bs})")
     env = {**os.environ, 'MALLOC_MMAP_THRESHOLD_': '131072'}   # large blocks through mmap, so a freed activation leaves the RSS
-    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env)
+    out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))   # not the caller's folder, which may hold another med_k2n
     if out.returncode: raise RuntimeError(f"peak-memory run of {row} failed:\n{out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
 
