@@ -1,16 +1,19 @@
 """Benchmark of the networks on this machine's CPU (not a test): forward and forward+backward time per slice
 for the `cpu` and `paper` MedK2N presets and the U-Net baseline, at 128 px, batch 8, task t1n,t2w->t1c,t2f
 (2 inputs -> 2 targets), with FLOPs per slice (torch.utils.flop_counter: matmuls and convolutions only) and
-the achieved GFLOP/s, next to a measured float32 matmul peak of this CPU.
+the achieved GFLOP/s, next to a measured float32 matmul peak of this CPU. (`bench/budget.py` is the compute-budget
+benchmark: training steps with the loss and optimiser, both presets at their sizes, memory, before/after.)
 
     python bench/model.py [--size 128] [--bs 8] [--reps 3] [--threads 0]
 
 Prints one Markdown table. `--threads 0` keeps torch's default thread count.
 """
-import argparse, os, time
+import argparse, os, sys, time
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from budget import conv_backward_flop   # torch's formula overcounts a grouped convolution's weight gradient
 from med_k2n.core import parse_task
 from med_k2n.model import MedK2N
 from med_k2n.baseline import UNetBaseline
@@ -41,7 +44,7 @@ def bench(name, model, x, i, t, reps):
         (out.images - x).abs()[t].mean().backward()
     with FlopCounterMode(display=False) as fc: fwd()
     f_fwd = fc.get_total_flops()
-    with FlopCounterMode(display=False) as fc: fwd_bwd()
+    with FlopCounterMode(display=False, custom_mapping={torch.ops.aten.convolution_backward: conv_backward_flop}) as fc: fwd_bwd()
     f_fb = fc.get_total_flops()
     B = len(x)
     tf, tb = timeit(fwd, reps), timeit(fwd_bwd, reps)
