@@ -5,7 +5,7 @@ sequences, an external segmenter command, broken subjects and user errors"""
 import os
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('MPLBACKEND', 'Agg')
-import contextlib, io, shlex, shutil, sys
+import shlex, shutil, sys
 from pathlib import Path
 
 import nibabel as nib
@@ -16,18 +16,11 @@ import pytest
 from med_k2n import io as kio
 from med_k2n.brasyn import drop_one_modality, region_dice
 from med_k2n.brasyn_eval import evaluate_brasyn
-from med_k2n.cli import main
+from cli_runner import cli
 from med_k2n.data import SliceCache
 from med_k2n.segment import load_segmenter, segment_volume
 
 SETS = ['real', 'medk2n', 'unet', 'zero-filled']
-
-
-def cli(*args):
-    "(exit code, stdout, stderr) of `med-k2n ARGS` run in this process"
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope='module')

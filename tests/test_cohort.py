@@ -5,7 +5,7 @@ redone; an output folder inside the input folder is refused; no output is ever a
 import os
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('MPLBACKEND', 'Agg')
-import contextlib, csv, io, json
+import csv, json
 from pathlib import Path
 
 import nibabel as nib
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import med_k2n.io as kio
-from med_k2n.cli import main
+from cli_runner import cli
 from med_k2n.learner import save_model
 from med_k2n.model import MedK2N
 from med_k2n.phantom import write_phantom_dataset
@@ -24,9 +24,7 @@ N, BROKEN, MS = 10, 'BraTS-PHA-00006-000', ('t1n', 't1c', 't2w', 't2f')
 
 def synth(*args):
     "`med-k2n synth ARGS` in this process: (exit code, stdout, stderr)"
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main(['synth', *map(str, args)])
-    return rc, out.getvalue(), err.getvalue()
+    return cli('synth', *args)
 
 
 def files(d:Path) -> dict:

@@ -5,7 +5,7 @@ that met it; a run whose rank was killed mid-run is completed by the next run, w
 import os
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('MPLBACKEND', 'Agg')
-import contextlib, io, json, re, signal, subprocess, sys, time
+import json, re, signal, subprocess, sys, time
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +15,7 @@ import psutil
 import pytest
 import torch
 
-from med_k2n.cli import main
+from cli_runner import cli
 from med_k2n.learner import save_model
 from med_k2n.model import MedK2N
 from med_k2n.phantom import write_phantom_dataset
@@ -29,13 +29,6 @@ def torchrun_cmd(*args, nproc=2) -> list:
     "`python -m med_k2n ARGS` on `nproc` local processes started by torchrun (a free port via --standalone)"
     return [sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node', str(nproc), '--no-python',
             sys.executable, '-m', 'med_k2n', *map(str, args)]
-
-
-def cli(*args):
-    "`med-k2n ARGS` in this process: (exit code, stdout, stderr)"
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 def rows(out:Path) -> list:

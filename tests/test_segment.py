@@ -2,7 +2,7 @@
 import os
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 os.environ.setdefault('MPLBACKEND', 'Agg')
-import contextlib, io, json, shlex, shutil, sys
+import json, shlex, shutil, sys
 from pathlib import Path
 
 import nibabel as nib
@@ -10,15 +10,8 @@ import numpy as np
 import pytest
 
 from med_k2n import io as kio
-from med_k2n.cli import main
+from cli_runner import cli
 from med_k2n.segment import load_segmenter, read_labels, run_segmenter_cmd, segment_volume
-
-
-def cli(*args):
-    "(exit code, stdout, stderr) of `med-k2n ARGS` run in this process"
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err): rc = main([str(a) for a in args])
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture(scope='module')
