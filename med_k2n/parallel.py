@@ -79,15 +79,11 @@ def on_rank0(func:Callable, *args, **kwargs):
     "`func(*args, **kwargs)` run on rank 0 only, its result sent to every rank; an error on rank 0 is raised on every rank (no rank left waiting)"
     if not dist_ready(): return func(*args, **kwargs)
     import torch.distributed as dist
-    from med_k2n.learner import _sync_errors
-    res, err, exc = None, None, None
+    res, exc = None, None
     if dist.get_rank() == 0:
         try: res = func(*args, **kwargs)
-        except Exception as e: err, exc = (type(e).__name__, str(e)), e
-    try: _sync_errors(err)
-    except Exception:
-        if exc is not None: raise exc from None
-        raise
+        except Exception as e: exc = e
+    sync_errors(exc)
     box = [res]
     dist.broadcast_object_list(box, src=0)
     return box[0]
