@@ -73,7 +73,7 @@ def from_slices(x:np.ndarray|torch.Tensor, # slices [Z, size, size] as made by `
     return np.ascontiguousarray(np.transpose(planes, (2, 1, 0))[:, ::-1, :])
 
 # %% ../nbs/03_data.ipynb #2d01476f
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2   # 2: the tumour labels (`seg`) of a subject that has a segmentation
 NORM_PERCENTILES = (0.5, 99.5)
 
 def present_modalities(case, modalities:Sequence[str]) -> list:
@@ -84,7 +84,7 @@ def preprocess_case(case, # an `io.Case`
                     modalities:Sequence[str], # the model's modality set (channel order)
                     size:int=128, resample:bool=False, lo:float=NORM_PERCENTILES[0], hi:float=NORM_PERCENTILES[1]
                    ) -> tuple:
-    "The cached arrays of one subject (x, mask, present, fg, stats) and a JSON-able record of its grid"
+    "The cached arrays of one subject (x, mask, present, fg, stats, and seg where the case has a segmentation) and a JSON-able record of its grid"
     ms = tuple(modalities)
     want = present_modalities(case, ms)
     vols = kio.load_case(case, modalities=want, resample=resample)
@@ -101,6 +101,8 @@ def preprocess_case(case, # an `io.Case`
         present[i] = True
     arrays = dict(x=x, mask=to_slices(mask.astype(np.float32), size) >= 0.5, present=present,
                   fg=mask.reshape(X * Y, Z).mean(0).astype(np.float32), stats=stats)
+    if vols.seg is not None:   # labels by nearest neighbour, so that they stay labels (BraTS: 1 NCR, 2 ED, 3 ET)
+        arrays['seg'] = to_slices(vols.seg.astype(np.float32), size, mode='nearest').round().astype(np.uint8)
     info = dict(shape=[X, Y, Z], affine=np.asarray(vols.affine, dtype=float).tolist(),
                 reference_modality=vols.reference_modality, present=[m for m, p in zip(ms, present) if p])
     return arrays, info
@@ -157,11 +159,14 @@ def _write_json(path:Path, obj):
 def _file_name(subject:str) -> str: return re.sub(r'[^A-Za-z0-9._-]', '_', subject) + '.npz'
 
 def _signature(case, modalities) -> dict:
-    "Path, byte size and mtime of each input file of `case`: a changed file means the subject is rebuilt"
+    "Path, byte size and mtime of each input file of `case` (its segmentation included): a changed file means the subject is rebuilt"
     res = {}
     for m in modalities:
         p = Path(case.paths[m]); st = p.stat()
         res[m] = [str(p.resolve()), st.st_size, st.st_mtime_ns]
+    if case.seg is not None:
+        p = Path(case.seg); st = p.stat()
+        res['seg'] = [str(p.resolve()), st.st_size, st.st_mtime_ns]
     return res
 
 # %% ../nbs/03_data.ipynb #3d9188e5
@@ -197,7 +202,7 @@ class SliceCache:
         return cls(path)  # raises the FileNotFoundError that explains what a cache is
 
     def load(self, subject:str) -> dict:
-        "The arrays of `subject`: x float16 [M,Z,S,S], mask bool [Z,S,S], present bool [M], fg float32 [Z], stats float32 [M,2]"
+        "The arrays of `subject`: x float16 [M,Z,S,S], mask bool [Z,S,S], present bool [M], fg float32 [Z], stats float32 [M,2]; seg uint8 [Z,S,S] where the subject has a segmentation"
         if subject not in self.meta['subjects']:
             raise ValueError(f"subject {subject!r} is not in the slice cache {self.root} ({len(self.subjects)} subjects)")
         with np.load(self.root/self.meta['subjects'][subject]['file'], allow_pickle=False) as f:
@@ -265,7 +270,7 @@ def prepare(data:str|Path, # dataset folder, any layout `io.find_cases` understa
     folder.mkdir(parents=True, exist_ok=True)
     mf = folder/'meta.json'
     meta = json.loads(mf.read_text()) if mf.exists() else None
-    if meta is None or meta.get('params') != params:
+    if meta is None or meta.get('params') != params or meta.get('format') != CACHE_FORMAT:   # an older format is rebuilt
         meta = dict(format=CACHE_FORMAT, version=med_k2n.__version__, params=params, modalities=list(ms), subjects={})
     old = meta['subjects']
     keep, todo, skipped = {}, [], {}

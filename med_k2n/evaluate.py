@@ -21,14 +21,14 @@ from fastprogress.fastprogress import progress_bar
 
 from .core import Task, canonical, eval_patterns, modality_set, parse_task
 from .data import SliceCache, prepare, SPLITS, TRAIN_MIN_FG, corrupt_slices, CORRUPTIONS
-from .metrics import slice_psnr, slice_ssim
+from .metrics import slice_psnr, slice_ssim, ssim_map
 from .io import atomic_path
 from .batch import predict_slices
 
 # %% auto #0
-__all__ = ['METRICS', 'display_name', 'pattern_label', 'training_subjects', 'eval_cache', 'eval_subjects', 'evaluate',
-           'pattern_scores', 'signed_rank', 'wilcoxon', 'table_markdown', 'fusion_gain', 'fusion_gain_markdown',
-           'write_results', 'figure_grid', 'robustness', 'robustness_markdown', 'eval_cmd']
+__all__ = ['METRICS', 'TUMOUR_LABELS', 'display_name', 'pattern_label', 'training_subjects', 'eval_cache', 'eval_subjects',
+           'evaluate', 'pattern_scores', 'signed_rank', 'wilcoxon', 'table_markdown', 'fusion_gain',
+           'fusion_gain_markdown', 'write_results', 'figure_grid', 'robustness', 'robustness_markdown', 'eval_cmd']
 
 # %% ../nbs/23_evaluate.ipynb #8e7dbdf7
 def display_name(m:str) -> str:
@@ -101,7 +101,10 @@ def eval_subjects(cache:SliceCache, split:str='test', train_cache=None, subjects
 def _subject_seed(seed:int, subject:str) -> int: return (int(seed) * 1_000_003 + zlib.crc32(subject.encode())) % 2**31
 
 # %% ../nbs/23_evaluate.ipynb #fc3df8d5
-METRICS = ('psnr', 'ssim', 'psnr_brain', 'ssim_brain', 'psnr_volume', 'identity')
+METRICS = ('psnr', 'ssim', 'psnr_brain', 'ssim_brain', 'psnr_volume', 'psnr_tumour', 'ssim_tumour', 'psnr_ncr', 'psnr_ed', 'psnr_et', 'identity')
+TUMOUR_LABELS = {'ncr': 1, 'ed': 2, 'et': 3}   # BraTS labels of the cache's `seg`: necrosis, oedema, enhancing tumour
+
+def _pooled_psnr(se:float, n:float) -> float: return float('nan') if n == 0 else min(100., 10*math.log10(1/max(se/n, 1e-10)))
 
 def _mean(v:list) -> float:
     v = torch.cat(v) if v else torch.zeros(0)
@@ -123,7 +126,7 @@ def evaluate(model, # model, checkpoint folder or fastai Learner
              subjects:Sequence[str]|None=None, # score these subjects instead of the split's
              name:str|None=None, # model name in the `model` column (default: checkpoint folder or class name)
             ) -> pd.DataFrame:
-    "Per subject × pattern × target PSNR/SSIM (whole slice and brain), volume PSNR, identity accuracy and fusion weights"
+    "Per subject × pattern × target PSNR/SSIM (whole slice and brain), volume PSNR, PSNR/SSIM inside the tumour (where the data has labels), identity accuracy and fusion weights"
     model, default_name, train_cache = _unwrap(model)
     name = name or default_name
     ms = tuple(model.modalities); M = len(ms)
@@ -153,6 +156,7 @@ def evaluate(model, # model, checkpoint folder or fastai Learner
             present = [m for m, p in zip(ms, a['present']) if p]
             x = torch.from_numpy(np.ascontiguousarray(a['x'][:, zs])).float().transpose(0, 1)   # [Z,M,S,S]
             mask = torch.from_numpy(np.ascontiguousarray(a['mask'][zs]))                        # [Z,S,S]
+            seg = torch.from_numpy(np.ascontiguousarray(a['seg'][zs])).long() if 'seg' in a else None   # [Z,S,S] tumour labels
             xin = x.clone()
             if corrupt is not None and cm in present:
                 xin[:, ci] = corrupt_slices(x[:, ci], corrupt.get('kind', 'noise'), _subject_seed(corrupt.get('seed', 0), s),
@@ -163,6 +167,7 @@ def evaluate(model, # model, checkpoint folder or fastai Learner
                 if not tg: continue
                 imask = torch.tensor([m in t.inputs for m in ms]); tmask = torch.tensor([m in tg for m in ms])
                 acc = {m: {k: [] for k in ('psnr', 'ssim', 'psnr_brain', 'ssim_brain', 'identity', 'se')} for m in tg}
+                tum = {m: dict.fromkeys(('se', 'n', 'ssim', *(f'se_{r}' for r in TUMOUR_LABELS), *(f'n_{r}' for r in TUMOUR_LABELS)), 0.) for m in tg}   # pooled over the tumour's voxels
                 wts = {m: {src: [] for src in t.inputs} for m in tg}
                 fwts = {m: {src: [] for src in t.inputs} for m in tg}
                 for i, e, out in predict_slices(model, xin, imask, tmask, bs, accept):   # no target (or absent) channel reaches the model
@@ -177,6 +182,10 @@ def evaluate(model, # model, checkpoint folder or fastai Learner
                         nan = torch.full_like(pb, float('nan'))
                         r['psnr_brain'].append(torch.where(has, pb, nan)); r['ssim_brain'].append(torch.where(has, sb, nan))
                         r['se'].append(((p - y)**2).sum()[None].double())
+                        if seg is not None and (seg[i:e] > 0).any():
+                            sb, tu = seg[i:e], tum[m]; err = (p - y)**2; tb = sb > 0
+                            tu['se'] += float(err[tb].sum()); tu['n'] += float(tb.sum()); tu['ssim'] += float(ssim_map(p, y)[:, 0][tb].sum())
+                            for r_, l_ in TUMOUR_LABELS.items(): tu[f'se_{r_}'] += float(err[sb == l_].sum()); tu[f'n_{r_}'] += float((sb == l_).sum())
                         if vlm is not None:
                             pred = predict_modality(vlm, p).argmax(-1).cpu()
                             r['identity'].append((pred == vidx[m]).float())
@@ -191,6 +200,9 @@ def evaluate(model, # model, checkpoint folder or fastai Learner
                                target=m, n_slices=len(zs), psnr=_mean(r['psnr']), ssim=_mean(r['ssim']),
                                psnr_brain=_mean(r['psnr_brain']), ssim_brain=_mean(r['ssim_brain']),
                                psnr_volume=min(100., 10*math.log10(1/max(mse, 1e-10))), identity=_mean(r['identity']))
+                    tu = tum[m]
+                    row.update(psnr_tumour=_pooled_psnr(tu['se'], tu['n']), ssim_tumour=tu['ssim'] / tu['n'] if tu['n'] else float('nan'),
+                               **{f'psnr_{r_}': _pooled_psnr(tu[f'se_{r_}'], tu[f'n_{r_}']) for r_ in TUMOUR_LABELS})
                     row.update({f'weight_{src}': (_mean(wts[m][src]) if src in t.inputs else float('nan')) for src in ms})
                     row.update({f'fusion_weight_{src}': (_mean(fwts[m][src]) if src in t.inputs else float('nan')) for src in ms})
                     rows.append(row)
