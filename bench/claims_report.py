@@ -150,7 +150,7 @@ def fusion_gain_table(ev:pd.DataFrame, models=MAIN) -> str:
 
 def identity_table(ev:pd.DataFrame) -> str:
     rows = ['| Model | CMIM in training | identity accuracy (judge CLIP) |', '|---|---|---|']
-    cmim = {'Med-K2N': 'yes', 'U-Net': 'yes', 'B0 (average fusion)': 'yes', 'B0': 'no', 'B1': 'no', 'B2': 'no', 'B3': 'no', 'B4': 'yes'}
+    cmim = {'Med-K2N': 'yes', 'U-Net': 'no', 'B0 (average fusion)': 'yes', 'B0': 'no', 'B1': 'no', 'B2': 'no', 'B3': 'no', 'B4': 'yes'}
     for m in [m for m in MAIN + LADDER[:-1] if m in set(ev.model)]:
         rows.append(f"| {m} | {cmim[m]} | {ms(ev[ev.model == m].groupby('seed').identity.mean().values * 100, 1)} % |")
     if {'B3', 'B4'} <= set(ev.model):
@@ -181,7 +181,7 @@ def quality_table(q:pd.DataFrame) -> str:
     "Agreement of Med-K2N's quality outputs with the real error, per seed then mean ± sd"
     from scipy.stats import spearmanr, mannwhitneyu
     if not len(q): return 'No quality-map results.'
-    rows = ['| Inputs | slices | Spearman (score, real SSIM) | mean pixel Pearson (quality map, |error|) | Spearman (mean quality, mean |error|) | AUROC: score flags the worst 10 % of slices |',
+    rows = ['| Inputs | slices | Spearman (score, real SSIM) | mean pixel Pearson (quality map, abs. error) | Spearman (mean quality, mean abs. error) | AUROC: score flags the worst 10 % of slices |',
             '|---|---|---|---|---|---|']
     for cond in ('clean', 'noise', 'both'):
         per = []
@@ -281,7 +281,12 @@ def report(res, grid_models:dict|None=None, cache=None) -> str:
             f"{pr['test_subjects']} test subjects at {pr['size']} px, preset {pr['preset']}, {pr['epochs']} epochs of batch {pr['bs']} "
             f"({int(info.steps.iloc[0]) if len(info) else '?'} steps) per training, mixed precision {pr['amp']}, training seeds {seeds}; "
             f"scored on " + ('every test slice with ≥ 5 % brain' if not pr['max_slices'] else f"{pr['max_slices']} evenly spaced slices (≥ 5 % brain) per test subject") + '.')
-    parts = ['# The paper\'s claims on the realistic phantom (bench/claims.py)', '', size, '']
+    pv = json.loads((res/'provenance.json').read_text()) if (res/'provenance.json').exists() else {}
+    done = [p.stat().st_mtime for p in (res/'runs').glob('*/done.json')]
+    import time as _t
+    when = (f"Run from {pv.get('started', '?')} to {_t.strftime('%Y-%m-%d %H:%M UTC', _t.gmtime(max(done)))} on commit "
+            f"{pv.get('commit', '?')}, {pv.get('machine', 'machine not recorded')}, torch {pv.get('torch', '?')}.") if done else ''
+    parts = ['# The paper\'s claims on the realistic phantom (bench/claims.py)', '', size, '', when, '']
     if len(d['tuning']):
         t = d['tuning']
         parts += ['## Learning rates (tuning seed, validation subjects)', '', '| Model | lr | validation PSNR | validation PSNR brain |', '|---|---|---|---|']
