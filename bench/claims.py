@@ -3,6 +3,7 @@
 
     python bench/claims.py                      # the CPU protocol: about 2 h on 2 cores
     python bench/claims.py --report-only        # the tables and figures again, from the saved results
+    python bench/claims.py --preset paper --size 256 --results bench/claims_gpu --work /tmp/claims_gpu   # on a GPU
 
 What it trains, each from scratch with the same data, task curriculum (where the configuration has it), input
 corruption, loss and number of optimisation steps, at every training seed (`--seeds`, default 0 1 2):
@@ -169,6 +170,24 @@ def segmenter(a, data):
         log(f"trained the tumour segmenter in {time.time()-t0:.0f} s")
     return out
 
+def judge_on_real(a, cache, judge, name:str='judge'):
+    "The identity CLIP's accuracy on the real test slices of each modality (the ceiling of the outputs' identity accuracy)"
+    from med_k2n.cmim import identity_accuracy
+    from med_k2n.data import TRAIN_MIN_FG
+    f = Path(a.results)/f'{name}_real.json'
+    if f.exists(): return json.loads(f.read_text())
+    imgs = {m: [] for m in cache.modalities}
+    for s in cache.splits['test']:
+        arr = cache.load(s)
+        zs = np.nonzero((arr['fg'] >= TRAIN_MIN_FG) & (arr['fg'] > 0))[0]
+        if a.max_slices and len(zs) > a.max_slices: zs = zs[np.unique(np.linspace(0, len(zs)-1, a.max_slices).round().astype(int))]
+        for k, m in enumerate(cache.modalities):
+            if arr['present'][k]: imgs[m].append(torch.from_numpy(arr['x'][k, zs].astype(np.float32)))
+    acc = {m: identity_accuracy(judge, torch.cat(v), m) for m, v in imgs.items() if v}
+    res = dict(per_modality=acc, mean=float(np.mean(list(acc.values()))), slices=int(sum(len(torch.cat(v)) for v in imgs.values() if v)))
+    write_json(f, res); log(f"{name} CLIP on the real test slices: {res['mean']:.1%}")
+    return res
+
 # ------------------------------------------------------------------------------------------------------------- training
 def train_run(a, cache, folder:Path, name, seed, lr, vlm):
     "Train configuration `name` at `seed` into `folder` (from scratch: a half-trained checkpoint is not resumed)"
@@ -301,6 +320,8 @@ def main(argv=None):
     judge_dir = pretrain_clip(a, cache, 'vlm_judge', a.data_seed + 1)
     from med_k2n.vlm import load_vlm
     judge = load_vlm(judge_dir, size=a.size)
+    judge_on_real(a, cache, judge)
+    judge_on_real(a, cache, load_vlm(vlm, size=a.size), 'cmim_clip')
     lrs = tune(a, cache, vlm)
     names = list(CONFIGS) if a.models == 'all' else [n.strip() for n in a.models.split(',')]
     bad = [n for n in names if n not in CONFIGS]

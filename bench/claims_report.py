@@ -114,6 +114,18 @@ def ladder_table(ev:pd.DataFrame) -> str:
         prev = m
     return '\n'.join(rows)
 
+PAIRS = [('Med-K2N', 'U-Net'), ('Med-K2N', 'B0 (average fusion)'), ('B4', 'B3'), ('B3', 'U-Net'), ('B1', 'U-Net'), ('B1', 'B0')]
+
+def pairs_table(ev:pd.DataFrame, pairs=PAIRS) -> str:
+    "A − B over the 14-pattern mean, slice / brain / tumour, for chosen pairs (e.g. what CMIM costs, and the models without it against the U-Net)"
+    rows = ['| A − B | PSNR slice (dB) | PSNR brain | PSNR tumour | SSIM brain | SSIM tumour |', '|---|---|---|---|---|---|']
+    have = set(ev.model)
+    for x, y in [p for p in pairs if set(p) <= have]:
+        cells = [dstr(compare(per_subject(ev, c), c, x, y)) if c.startswith('psnr') else _d3(compare(per_subject(ev, c), c, x, y))
+                 for c in ('psnr', 'psnr_brain', 'psnr_tumour', 'ssim_brain', 'ssim_tumour')]
+        rows.append(f"| {x} − {y} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(rows)
+
 def robustness_table(ev:pd.DataFrame, rob:pd.DataFrame) -> str:
     "Drop (clean − corrupted) over the 7 patterns with T2w as an input, per model and corruption, slice / brain / tumour"
     if not len(rob): return 'No robustness results.'
@@ -148,11 +160,17 @@ def fusion_gain_table(ev:pd.DataFrame, models=MAIN) -> str:
                         + f" | {fmt_p(signed_rank(sel['psnr'].gain.values))} |")
     return '\n'.join(rows)
 
-def identity_table(ev:pd.DataFrame) -> str:
-    rows = ['| Model | CMIM in training | identity accuracy (judge CLIP) |', '|---|---|---|']
+def identity_table(ev:pd.DataFrame, res:Path|None=None) -> str:
+    "Identity accuracy per model (and, from RESULTS/*_real.json, the CLIPs' accuracy on the real test slices)"
+    rows = ['| Images | CMIM in training | identity accuracy (by the judge CLIP, unless said) |', '|---|---|---|']
     cmim = {'Med-K2N': 'yes', 'U-Net': 'no', 'B0 (average fusion)': 'yes', 'B0': 'no', 'B1': 'no', 'B2': 'no', 'B3': 'no', 'B4': 'yes'}
     for m in [m for m in MAIN + LADDER[:-1] if m in set(ev.model)]:
         rows.append(f"| {m} | {cmim[m]} | {ms(ev[ev.model == m].groupby('seed').identity.mean().values * 100, 1)} % |")
+    for name, lab in (('judge', 'the judge CLIP'), ('cmim_clip', "CMIM's CLIP")):
+        f = Path(res)/f'{name}_real.json' if res is not None else None
+        if f is not None and f.exists():
+            j = json.loads(f.read_text())
+            rows.append(f"| real test slices, {lab} | – | {100*j['mean']:.1f} % ({', '.join(f'{m} {100*v:.0f}' for m, v in j['per_modality'].items())}) |")
     if {'B3', 'B4'} <= set(ev.model):
         c = compare(per_subject(ev, 'identity'), 'identity', 'B4', 'B3')
         rows += ['', f"B4 − B3 (CMIM on − off, nothing else changed): {100*c['mean']:+.1f} points ({c['signs']}, p {fmt_p(c['p'])})."]
@@ -300,10 +318,12 @@ def report(res, grid_models:dict|None=None, cache=None) -> str:
     for reg, lab in REGIONS.items():
         parts += [f'## Table 1, {lab}', '', table1(ev, reg), '']
     parts += ['## Table 3: the ablation ladder (14-pattern means)', '', ladder_table(ev), '',
+              '## Pairs: what CMIM costs, and the models without it against the U-Net (14-pattern means)', '', pairs_table(ev), '',
+              'B3 is Med-K2N without CMIM and without the curriculum; B1 the PreWeightNet stage; B4 − B3 is CMIM alone.', '',
               '## Robustness: one input corrupted (the 7 patterns with T2w as an input)', '', robustness_table(ev, d['robustness']), '',
               'A negative Med-K2N − model difference: Med-K2N drops less.', '',
               '## What fusion adds over the best single input', '', fusion_gain_table(ev), '',
-              '## Identity accuracy of the outputs', '', identity_table(ev), '',
+              '## Identity accuracy of the outputs', '', identity_table(ev, res), '',
               '## BraSyn: one sequence missing per test subject', '', brasyn_tables(d['brasyn'], d['dice']), '',
               '## Quality map against the real error (Med-K2N)', '', quality_table(d['quality'])]
     figure_patterns(ev, res/'patterns.png'); figure_ladder(ev, res/'ladder.png')
