@@ -173,14 +173,13 @@ def segmenter(a, data):
 def judge_on_real(a, cache, judge, name:str='judge'):
     "The identity CLIP's accuracy on the real test slices of each modality (the ceiling of the outputs' identity accuracy)"
     from med_k2n.cmim import identity_accuracy
-    from med_k2n.data import TRAIN_MIN_FG
+    from med_k2n.evaluate import scored_slices
     f = Path(a.results)/f'{name}_real.json'
     if f.exists(): return json.loads(f.read_text())
     imgs = {m: [] for m in cache.modalities}
     for s in cache.splits['test']:
         arr = cache.load(s)
-        zs = np.nonzero((arr['fg'] >= TRAIN_MIN_FG) & (arr['fg'] > 0))[0]
-        if a.max_slices and len(zs) > a.max_slices: zs = zs[np.unique(np.linspace(0, len(zs)-1, a.max_slices).round().astype(int))]
+        zs = scored_slices(arr['fg'], max_slices=a.max_slices or None)
         for k, m in enumerate(cache.modalities):
             if arr['present'][k]: imgs[m].append(torch.from_numpy(arr['x'][k, zs].astype(np.float32)))
     acc = {m: identity_accuracy(judge, torch.cat(v), m) for m, v in imgs.items() if v}
@@ -232,11 +231,11 @@ def tune(a, cache, vlm) -> dict:
 def quality_agreement(learn, name, seed, max_slices) -> pd.DataFrame:
     """Per test slice × pattern × target: Med-K2N's predicted score against the real SSIM, and the Pearson correlation of
     its quality map with the real |error| inside the brain; clean inputs, and T2w with added noise (a wider range of quality)"""
-    from med_k2n.evaluate import eval_subjects, _unwrap, _subject_seed
+    from med_k2n.evaluate import eval_subjects, scored_slices, _unwrap, _subject_seed
     from med_k2n.core import eval_patterns
     from med_k2n.batch import predict_slices
     from med_k2n.metrics import slice_ssim
-    from med_k2n.data import corrupt_slices, TRAIN_MIN_FG
+    from med_k2n.data import corrupt_slices
     model, _, _ = _unwrap(learn)
     ms = tuple(model.modalities); cache = learn.dls.cache
     rows = []
@@ -244,8 +243,7 @@ def quality_agreement(learn, name, seed, max_slices) -> pd.DataFrame:
     with torch.no_grad():
         for s in eval_subjects(cache, 'test'):
             arr = cache.load(s)
-            zs = np.nonzero((arr['fg'] >= TRAIN_MIN_FG) & (arr['fg'] > 0))[0]
-            if max_slices and len(zs) > max_slices: zs = zs[np.unique(np.linspace(0, len(zs)-1, max_slices).round().astype(int))]
+            zs = scored_slices(arr['fg'], max_slices=max_slices)
             x = torch.from_numpy(np.ascontiguousarray(arr['x'][:, zs])).float().transpose(0, 1)
             mask = torch.from_numpy(np.ascontiguousarray(arr['mask'][zs]))
             present = [m for m, p in zip(ms, arr['present']) if p]

@@ -27,7 +27,7 @@ from .batch import predict_slices
 
 # %% auto #0
 __all__ = ['METRICS', 'TUMOUR_LABELS', 'display_name', 'pattern_label', 'training_subjects', 'eval_cache', 'eval_subjects',
-           'evaluate', 'pattern_scores', 'signed_rank', 'wilcoxon', 'table_markdown', 'fusion_gain',
+           'scored_slices', 'evaluate', 'pattern_scores', 'signed_rank', 'wilcoxon', 'table_markdown', 'fusion_gain',
            'fusion_gain_markdown', 'write_results', 'figure_grid', 'robustness', 'robustness_markdown', 'eval_cmd']
 
 # %% ../nbs/23_evaluate.ipynb #8e7dbdf7
@@ -104,6 +104,15 @@ def _subject_seed(seed:int, subject:str) -> int: return (int(seed) * 1_000_003 +
 METRICS = ('psnr', 'ssim', 'psnr_brain', 'ssim_brain', 'psnr_volume', 'psnr_tumour', 'ssim_tumour', 'psnr_ncr', 'psnr_ed', 'psnr_et', 'identity')
 TUMOUR_LABELS = {'ncr': 1, 'ed': 2, 'et': 3}   # BraTS labels of the cache's `seg`: necrosis, oedema, enhancing tumour
 
+def scored_slices(fg:np.ndarray, # the foreground fraction of each slice of a subject (the cache's `fg`)
+                  min_fg:float=TRAIN_MIN_FG, # at least this foreground fraction (and some foreground)
+                  max_slices:int|None=None, # at most this many, evenly spaced; None: all
+                 ) -> np.ndarray:
+    "The indices of the slices `evaluate` scores"
+    zs = np.nonzero((fg >= min_fg) & (fg > 0))[0]
+    if max_slices is not None and len(zs) > max_slices: zs = zs[np.unique(np.linspace(0, len(zs)-1, int(max_slices)).round().astype(int))]
+    return zs
+
 def _pooled_psnr(se:float, n:float) -> float: return float('nan') if n == 0 else min(100., 10*math.log10(1/max(se/n, 1e-10)))
 
 def _mean(v:list) -> float:
@@ -150,9 +159,8 @@ def evaluate(model, # model, checkpoint folder or fastai Learner
     try:
         for s in (progress_bar(subs, leave=False) if progress else subs):
             a = cache.load(s)
-            zs = np.nonzero((a['fg'] >= min_fg) & (a['fg'] > 0))[0]
+            zs = scored_slices(a['fg'], min_fg, max_slices)
             if not len(zs): warnings.warn(f"subject {s} has no slice with at least {min_fg:.0%} foreground: skipped"); continue
-            if max_slices is not None and len(zs) > max_slices: zs = zs[np.unique(np.linspace(0, len(zs)-1, int(max_slices)).round().astype(int))]
             present = [m for m, p in zip(ms, a['present']) if p]
             x = torch.from_numpy(np.ascontiguousarray(a['x'][:, zs])).float().transpose(0, 1)   # [Z,M,S,S]
             mask = torch.from_numpy(np.ascontiguousarray(a['mask'][zs]))                        # [Z,S,S]
