@@ -40,10 +40,11 @@ Heavy files (the phantom, the slice cache, checkpoints, synthesised volumes) go 
 results and the report to `--results` (default `bench/claims`, committed). The protocol's size (`--size`,
 `--train-subjects`, `--epochs`...) is written into `protocol.json` and every table; a resumed run must use the same.
 """
-import argparse, json, math, os, shutil, sys, time
+import argparse, json, os, shutil, sys, time
 os.environ.setdefault('HF_HUB_OFFLINE', '1')
 from pathlib import Path
 import numpy as np, pandas as pd, torch
+from med_k2n.io import atomic_write
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0], formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -89,22 +90,15 @@ CONFIGS = {
     'B4': ('medk2n', dict(ablation='B4'), True, False),
 }
 MAIN = [n for n, c in CONFIGS.items() if c[3]]
-LADDER = ['B0', 'B1', 'B2', 'B3', 'B4', 'Med-K2N']   # the last stage, B5, is the Med-K2N runs
-STAGES = {'B0': 'Baseline fusion (simple average)', 'B1': '+ PreWeightNet', 'B2': '+ ThresholdNet', 'B3': '+ EffiWeightNet',
-          'B4': '+ CMIM', 'Med-K2N': '+ Curriculum (B5 = Med-K2N)'}
-PAPER_GAIN = {'B1': 0.52, 'B2': 0.16, 'B3': 0.68, 'B4': 0.39, 'Med-K2N': 0.13}   # Table 3, dB
-KINDS = {'noise': 'low SNR (Rician σ 0.15 added)', 'pure_noise': 'replaced by pure noise', 'ghost': 'motion ghosting'}
+from claims_report import KINDS   # the corruptions of the robustness runs (the report names them); bench/ is on the path of a script run from it
 CORRUPT = 't2w'
 PROTOCOL_KEYS = ('preset', 'size', 'train_subjects', 'valid_subjects', 'test_subjects', 'data_seed', 'epochs', 'bs', 'amp',
                  'corrupt_p', 'vlm_minutes', 'seg_epochs', 'max_slices', 'lr_factors', 'tune_seed')
 
 def slug(name:str) -> str: return name.split(' ')[0] if name != 'B0 (average fusion)' else 'B0avg'
 
-def write_json(path:Path, obj):
-    tmp = path.with_suffix(path.suffix + '.tmp'); tmp.write_text(json.dumps(obj, indent=1, default=float)); os.replace(tmp, path)
-
-def write_csv(path:Path, df:pd.DataFrame):
-    tmp = path.with_suffix('.tmp.csv'); df.to_csv(tmp, index=False); os.replace(tmp, path)
+def write_json(path:Path, obj): atomic_write(path, lambda t: Path(t).write_text(json.dumps(obj, indent=1, default=float)))
+def write_csv(path:Path, df:pd.DataFrame): atomic_write(path, lambda t: df.to_csv(t, index=False))
 
 # ---------------------------------------------------------------------------------------------------------------- setup
 def check_protocol(a):
@@ -343,5 +337,4 @@ def main(argv=None):
     log(f"protocol done in {(time.time()-t_all)/60:.1f} min")
 
 if __name__ == '__main__':
-    sys.path.insert(0, str(Path(__file__).parent))
     main()

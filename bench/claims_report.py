@@ -6,7 +6,7 @@ Every figure is a mean ± sd over training seeds of each seed's mean over the te
 Wilcoxon signed-rank tests (`evaluate.signed_rank`) over (seed, subject) of a pattern, or over (seed, subject,
 pattern) for a 14-pattern mean; "signs" lists the difference's sign at each seed.
 """
-import json, math, sys
+import json, sys, time
 from pathlib import Path
 import numpy as np, pandas as pd
 
@@ -36,11 +36,10 @@ def load(res:Path) -> dict:
                 tuning=pd.DataFrame(tun), protocol=json.loads((res/'protocol.json').read_text()))
 
 def signed_rank(d) -> float:
-    "Two-sided p of the Wilcoxon signed-rank test of paired differences `d` (NaN when fewer than two non-zero)"
-    from scipy.stats import wilcoxon
+    "Two-sided p of `evaluate.signed_rank` on paired differences `d`, NaN when fewer than two are non-zero (no test to speak of)"
+    from med_k2n.evaluate import signed_rank as _sr
     d = np.asarray(d, float); d = d[~np.isnan(d)]
-    if (d != 0).sum() < 2: return float('nan')
-    return float(wilcoxon(d).pvalue)
+    return float('nan') if (d != 0).sum() < 2 else _sr(d)[1]
 
 def fmt_p(p) -> str: return '–' if p != p else (f"{p:.1e}" if p < 1e-3 else f"{p:.3f}")
 def ms(v, d=2) -> str:
@@ -301,8 +300,7 @@ def report(res, grid_models:dict|None=None, cache=None) -> str:
             f"scored on " + ('every test slice with ≥ 5 % brain' if not pr['max_slices'] else f"{pr['max_slices']} evenly spaced slices (≥ 5 % brain) per test subject") + '.')
     pv = json.loads((res/'provenance.json').read_text()) if (res/'provenance.json').exists() else {}
     done = [p.stat().st_mtime for p in (res/'runs').glob('*/done.json')]
-    import time as _t
-    when = (f"Run from {pv.get('started', '?')} to {_t.strftime('%Y-%m-%d %H:%M UTC', _t.gmtime(max(done)))} on commit "
+    when = (f"Run from {pv.get('started', '?')} to {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(max(done)))} on commit "
             f"{pv.get('commit', '?')}, {pv.get('machine', 'machine not recorded')}, torch {pv.get('torch', '?')}.") if done else ''
     parts = ['# The paper\'s claims on the realistic phantom (bench/claims.py)', '', size, '', when, '']
     if len(d['tuning']):

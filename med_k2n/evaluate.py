@@ -113,7 +113,9 @@ def scored_slices(fg:np.ndarray, # the foreground fraction of each slice of a su
     if max_slices is not None and len(zs) > max_slices: zs = zs[np.unique(np.linspace(0, len(zs)-1, int(max_slices)).round().astype(int))]
     return zs
 
-def _pooled_psnr(se:float, n:float) -> float: return float('nan') if n == 0 else min(100., 10*math.log10(1/max(se/n, 1e-10)))
+def _pooled_psnr(se:float, n:float) -> float:
+    "PSNR (data range 1, capped at 100 dB) of a squared error summed over `n` pixels; NaN for none"
+    return float('nan') if n == 0 else min(100., 10*math.log10(1/max(se/n, 1e-10)))
 
 def _mean(v:list) -> float:
     v = torch.cat(v) if v else torch.zeros(0)
@@ -203,11 +205,10 @@ def evaluate(model, # model, checkpoint folder or fastai Learner
                             fwts[m][src].append(fw[:, ms.index(src), j].float().cpu())
                 for m in tg:
                     r = acc[m]
-                    mse = float(torch.cat(r['se']).sum()) / (len(zs) * x.shape[-1] * x.shape[-2])
                     row = dict(model=name, subject=s, pattern=str(t), available=pattern_label(t), k=len(t.inputs),
                                target=m, n_slices=len(zs), psnr=_mean(r['psnr']), ssim=_mean(r['ssim']),
                                psnr_brain=_mean(r['psnr_brain']), ssim_brain=_mean(r['ssim_brain']),
-                               psnr_volume=min(100., 10*math.log10(1/max(mse, 1e-10))), identity=_mean(r['identity']))
+                               psnr_volume=_pooled_psnr(float(torch.cat(r['se']).sum()), len(zs) * x.shape[-1] * x.shape[-2]), identity=_mean(r['identity']))
                     tu = tum[m]
                     row.update(psnr_tumour=_pooled_psnr(tu['se'], tu['n']), ssim_tumour=tu['ssim'] / tu['n'] if tu['n'] else float('nan'),
                                **{f'psnr_{r_}': _pooled_psnr(tu[f'se_{r_}'], tu[f'n_{r_}']) for r_ in TUMOUR_LABELS})
